@@ -1,0 +1,27 @@
+"""flaxcls: image classifiers in JAX/Flax.
+
+The pure pieces are importable on their own:
+
+    from flaxcls import create_train_state, train_step, eval_step, get_model
+"""
+
+from flaxcls.metrics import classification_sums, cross_entropy, summarize
+from flaxcls.models import MODELS, get_model
+from flaxcls.optim import create_learning_rate_schedule, create_optimizer
+from flaxcls.steps import TrainState, create_train_state, eval_step, train_step
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MODELS",
+    "TrainState",
+    "classification_sums",
+    "create_learning_rate_schedule",
+    "create_optimizer",
+    "create_train_state",
+    "cross_entropy",
+    "eval_step",
+    "get_model",
+    "summarize",
+    "train_step",
+]

@@ -1,0 +1,65 @@
+"""Every field flaxcls reads, with its default. Other configs are small deltas on this one.
+
+Train with any config and override any field on the command line:
+  python run.py --config configs/default.py --config.num_epochs=1 --workdir runs/try
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.seed = 0  # one seed drives init, data order, augmentation and dropout
+
+    config.model = ml_collections.ConfigDict()
+    config.model.name = "seed_cnn"  # a name from flaxcls.models.MODELS
+    config.model.dropout_rate = 0.0  # before the classifier (inside blocks for WideResNet)
+    config.model.dtype = "float32"  # compute dtype: float32 | bfloat16 (params stay float32)
+
+    config.data = ml_collections.ConfigDict()
+    config.data.dataset = "fashion_mnist"  # a name from flaxcls.data.DATASETS, or "custom"
+    config.data.source = "auto"  # auto | tfds | idx | npz; auto prefers installed IDX files
+    config.data.path = ""  # IDX folder or .npz file for the idx/npz sources
+    config.data.data_dir = ""  # tfds data_dir; empty means tfds's default
+    config.data.download = False  # let tfds download and prepare a missing dataset
+    config.data.validation_fraction = 0.2  # the last 20% of train is held out, as in Keras
+    config.data.test_fraction = 0.1  # held out as test when an .npz has no test arrays
+    config.data.num_classes = 0  # for dataset="custom": 0 means max label + 1
+    config.data.augment = "none"  # none | flip | crop | crop_flip; streaming: inception_crop_flip
+    config.data.crop_padding = 4  # pixels of zero padding for the random crop
+    config.data.image_size = 224  # streaming datasets: training and evaluation crop size
+    config.data.eval_resize = 256  # streaming datasets: shorter side before the centre crop
+    config.data.shuffle_buffer = 10_000  # streaming datasets: tf.data shuffle buffer
+
+    config.batch_size = 64  # global: split over all devices and processes
+    config.eval_batch_size = 500  # global; the last batch is padded and masked
+    config.num_epochs = 10.0
+    config.num_train_steps = -1  # > 0 overrides num_epochs
+
+    config.optimizer = ml_collections.ConfigDict()
+    config.optimizer.name = "adam"  # sgd | adam | adamw
+    config.optimizer.learning_rate = 1e-3  # peak learning rate
+    config.optimizer.momentum = 0.9  # sgd
+    config.optimizer.nesterov = False  # sgd
+    config.optimizer.b1 = 0.9  # adam, adamw
+    config.optimizer.b2 = 0.999  # adam, adamw
+    config.optimizer.eps = 1e-8  # adam, adamw
+    config.optimizer.weight_decay = 0.0  # kernels only; L2 for sgd/adam, decoupled for adamw
+    config.optimizer.grad_clip_norm = 0.0  # > 0 clips the global gradient norm
+
+    config.schedule = ml_collections.ConfigDict()
+    config.schedule.name = "constant"  # constant | step | cosine | warmup_cosine
+    config.schedule.warmup_epochs = 0.0  # warmup_cosine
+    config.schedule.decay_epochs = ()  # step: epochs at which the rate is multiplied...
+    config.schedule.decay_factor = 0.1  # ...by this factor
+    config.schedule.end_factor = 0.0  # cosine schedules end at learning_rate * end_factor
+
+    config.label_smoothing = 0.0
+
+    config.eval_every_epochs = 1.0  # validation (and a checkpoint) this often
+    config.checkpoint_every_steps = 0  # > 0 adds checkpoints between validations
+    config.keep_checkpoints = 3  # the latest few are kept, plus the best by val_accuracy
+    config.log_every_steps = 100
+    config.progress_bar = True
+    config.compilation_cache_dir = "~/.cache/flaxcls/jax"  # empty disables JAX's disk cache
+    return config

@@ -1,0 +1,61 @@
+"""Classification metrics as masked sums: they add across batches, devices and hosts.
+
+A step returns sums (and the count of real examples); the loop adds them and divides once,
+so a padded last batch or an uneven split never biases a mean.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+Sums = dict[str, jax.Array]
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
+    """Per-example softmax cross-entropy against (optionally smoothed) one-hot labels."""
+    num_classes = logits.shape[-1]
+    targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes), label_smoothing)
+    return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+
+
+def classification_sums(
+    logits: jax.Array, labels: jax.Array, mask: jax.Array, per_example_loss: jax.Array
+) -> Sums:
+    """Masked sums of loss, top-1 and top-5 hits, and the number of real examples."""
+    mask = mask.astype(jnp.float32)
+    top1 = jnp.argmax(logits, axis=-1) == labels
+    k = min(5, logits.shape[-1])
+    # An example is a top-k hit when fewer than k classes score strictly higher than its label.
+    label_logit = jnp.take_along_axis(logits, labels[:, None], axis=-1)
+    topk = jnp.sum(logits > label_logit, axis=-1) < k
+    return {
+        "loss": jnp.sum(per_example_loss * mask),
+        "correct": jnp.sum(top1 * mask),
+        "correct_top5": jnp.sum(topk * mask),
+        "count": jnp.sum(mask),
+    }
+
+
+def add_sums(total: Mapping[str, np.ndarray] | None, sums: Mapping[str, np.ndarray]) -> dict:
+    """Host-side accumulation in float64, so long runs do not lose counts to rounding."""
+    sums = {k: np.float64(v) for k, v in sums.items()}
+    if total is None:
+        return sums
+    return {k: total[k] + sums[k] for k in total}
+
+
+def summarize(sums: Mapping[str, float]) -> dict[str, float]:
+    """Means from sums: loss, accuracy, top5_accuracy, plus the example count."""
+    count = float(sums["count"])
+    denominator = max(count, 1.0)
+    return {
+        "loss": float(sums["loss"]) / denominator,
+        "accuracy": float(sums["correct"]) / denominator,
+        "top5_accuracy": float(sums["correct_top5"]) / denominator,
+        "num_examples": int(round(count)),
+    }

@@ -1,0 +1,241 @@
+"""The training loop: wires config -> data -> model -> compiled steps -> metrics and checkpoints."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tqdm
+
+from flaxcls import metrics as metrics_lib
+from flaxcls import sharding
+from flaxcls.checkpoint import Checkpointer
+from flaxcls.data import Input, build_input
+from flaxcls.models import get_model
+from flaxcls.optim import create_optimizer
+from flaxcls.steps import TrainState, create_train_state, eval_step, train_step
+from flaxcls.writers import MetricsLog
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def setup_compilation_cache(path: str) -> None:
+    """JAX's persistent cache: a restarted or repeated run skips recompiling its steps."""
+    if path:
+        jax.config.update("jax_compilation_cache_dir", os.path.expanduser(path))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def total_train_steps(config: Any, steps_per_epoch: int) -> int:
+    if config.num_train_steps > 0:
+        return int(config.num_train_steps)
+    return int(round(config.num_epochs * steps_per_epoch))
+
+
+def create_model(config: Any, num_classes: int):
+    if config.model.dtype not in DTYPES:
+        raise ValueError(f"model.dtype={config.model.dtype!r}; choose one of {', '.join(DTYPES)}.")
+    return get_model(
+        config.model.name,
+        num_classes=num_classes,
+        dtype=DTYPES[config.model.dtype],
+        dropout_rate=config.model.dropout_rate,
+    )
+
+
+def init_state(model, tx, seed: int, image_shape, mesh) -> TrainState:
+    """eval_shape -> shardings -> jitted init: nothing is ever built unsharded."""
+    init = functools.partial(create_train_state, model, tx, image_shape=tuple(image_shape))
+    rng = jax.random.PRNGKey(seed)
+    abstract = jax.eval_shape(init, rng)
+    return jax.jit(init, out_shardings=sharding.state_shardings(abstract, mesh))(rng)
+
+
+def compile_steps(config: Any, mesh, state: TrainState) -> tuple[Callable, Callable]:
+    """The pure steps under `jax.jit` with explicit shardings; the old state is donated."""
+    state_sharding = jax.tree.map(lambda x: x.sharding, state)
+    data = sharding.batch_sharding(mesh)
+    replicated = sharding.replicated(mesh)
+    p_train = jax.jit(
+        functools.partial(train_step, label_smoothing=config.label_smoothing),
+        in_shardings=(state_sharding, data),
+        out_shardings=(state_sharding, replicated),
+        donate_argnums=0,
+    )
+    p_eval = jax.jit(eval_step, in_shardings=(state_sharding, data), out_shardings=replicated)
+    return p_train, p_eval
+
+
+def evaluate(p_eval: Callable, state: TrainState, inputs: Input, split: str, mesh) -> dict:
+    """Exact metrics over every example of `split` (padded batches are masked)."""
+    total = None
+    pending = []
+    for batch in inputs.evaluate(split):
+        pending.append(p_eval(state, sharding.to_global(batch, mesh)))
+    for sums in jax.device_get(pending):
+        total = metrics_lib.add_sums(total, sums)
+    return metrics_lib.summarize(total)
+
+
+def _save_json(path: str, obj: Any) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)
+
+
+def train_and_evaluate(config: Any, workdir: str) -> dict[str, float]:
+    """Trains `config` in `workdir` (resuming from its latest checkpoint) and tests the result.
+
+    Returns the test-set metrics, also written to WORKDIR/test_metrics.json.
+    """
+    setup_compilation_cache(config.compilation_cache_dir)
+    is_main = jax.process_index() == 0
+    os.makedirs(workdir, exist_ok=True)
+    mesh = sharding.make_mesh()
+    sharding.check_batch_size(config.batch_size, mesh)
+    sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
+    inputs = build_input(
+        config.data,
+        global_batch_size=config.batch_size,
+        eval_batch_size=config.eval_batch_size,
+        seed=config.seed,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
+    model = create_model(config, inputs.info.num_classes)
+    steps_per_epoch = inputs.steps_per_epoch()
+    total_steps = total_train_steps(config, steps_per_epoch)
+    tx = create_optimizer(config, steps_per_epoch, total_steps)
+    state = init_state(model, tx, config.seed, inputs.info.image_shape, mesh)
+    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints)
+    if checkpointer.latest_step() is not None:
+        state = checkpointer.restore(state)
+    if is_main:
+        _save_json(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
+    log = MetricsLog(workdir, is_main_process=is_main)
+    p_train, p_eval = compile_steps(config, mesh, state)
+    loop = TrainLoop(config, inputs, mesh, p_train, p_eval, checkpointer, log, total_steps)
+    try:
+        state = loop.run(state)
+        test = evaluate(p_eval, state, inputs, "test", mesh)
+    finally:
+        checkpointer.close()
+        log.close()
+    test["step"] = int(jax.device_get(state.step))
+    if is_main:
+        _save_json(os.path.join(workdir, "test_metrics.json"), test)
+        print(
+            f"test: accuracy {test['accuracy']:.4f}  top5 {test['top5_accuracy']:.4f}  "
+            f"loss {test['loss']:.4f}  ({test['num_examples']} examples)"
+        )
+    return test
+
+
+class TrainLoop:
+    """Runs steps to `total_steps` with periodic logging, validation and checkpoints.
+
+    Metrics of step t are read after step t+1 is dispatched, so the host never waits on the
+    device; a non-finite loss stops the run with its step number.
+    """
+
+    def __init__(self, config, inputs, mesh, p_train, p_eval, checkpointer, log, total_steps):
+        self.config, self.inputs, self.mesh = config, inputs, mesh
+        self.p_train, self.p_eval = p_train, p_eval
+        self.checkpointer, self.log, self.total_steps = checkpointer, log, total_steps
+        steps_per_epoch = inputs.steps_per_epoch()
+        self.eval_every = max(1, int(round(config.eval_every_epochs * steps_per_epoch)))
+        self.is_main = jax.process_index() == 0
+
+    def run(self, state: TrainState) -> TrainState:
+        start = int(jax.device_get(state.step))
+        if start >= self.total_steps:
+            return state
+        batches = self.inputs.train(start)
+        self.window, self.window_start, self.window_steps = None, time.perf_counter(), 0
+        pending = None
+        bar = tqdm.tqdm(
+            total=self.total_steps,
+            initial=start,
+            unit="step",
+            disable=not (self.is_main and self.config.progress_bar),
+            dynamic_ncols=True,
+        )
+        with bar:
+            for step in range(start + 1, self.total_steps + 1):
+                state, sums = self.p_train(state, sharding.to_global(next(batches), self.mesh))
+                if pending is not None:
+                    self._record(*pending)
+                pending = (step, sums)
+                bar.update(1)
+                if self._periodic(step):
+                    self._record(*pending)
+                    pending = None
+                    self._periodic_actions(state, step, bar)
+        return state
+
+    def _periodic(self, step: int) -> bool:
+        cfg = self.config
+        return (
+            step % cfg.log_every_steps == 0
+            or step % self.eval_every == 0
+            or (cfg.checkpoint_every_steps > 0 and step % cfg.checkpoint_every_steps == 0)
+            or step == self.total_steps
+        )
+
+    def _record(self, step: int, sums: Any) -> None:
+        sums = jax.device_get(sums)
+        if not np.isfinite(sums["loss"]):
+            raise FloatingPointError(
+                f"Non-finite training loss at step {step}; the last good checkpoint is kept in "
+                f"{self.checkpointer.manager.directory}. Lower the learning rate or clip gradients "
+                "(--config.optimizer.grad_clip_norm)."
+            )
+        self.window = metrics_lib.add_sums(self.window, sums)
+        self.window_steps += 1
+
+    def _periodic_actions(self, state: TrainState, step: int, bar) -> None:
+        cfg = self.config
+        if self.window is not None and (step % cfg.log_every_steps == 0 or step % self.eval_every == 0
+                                        or step == self.total_steps):
+            self._log_train(step, bar)
+        val = None
+        if step % self.eval_every == 0 or step == self.total_steps:
+            if self.inputs.split_sizes.get("validation", 0):
+                val = evaluate(self.p_eval, state, self.inputs, "validation", self.mesh)
+                self.log.write_scalars(step, {f"val_{k}": v for k, v in val.items()})
+                if self.is_main:
+                    bar.write(
+                        f"step {step}: val_accuracy {val['accuracy']:.4f} "
+                        f"val_loss {val['loss']:.4f}"
+                    )
+            metrics = {"val_accuracy": val["accuracy"]} if val else None
+            self.checkpointer.save(state, metrics)
+        elif cfg.checkpoint_every_steps > 0 and step % cfg.checkpoint_every_steps == 0:
+            self.checkpointer.save(state)
+        self.window_start = time.perf_counter()
+
+    def _log_train(self, step: int, bar) -> None:
+        elapsed = time.perf_counter() - self.window_start
+        train = metrics_lib.summarize(self.window)
+        scalars = {
+            "train_loss": train["loss"],
+            "train_accuracy": train["accuracy"],
+            "images_per_sec": self.window_steps * self.config.batch_size / max(elapsed, 1e-9),
+            "epoch": step / self.inputs.steps_per_epoch(),
+        }
+        self.log.write_scalars(step, scalars)
+        bar.set_postfix(
+            loss=f"{scalars['train_loss']:.4f}",
+            acc=f"{scalars['train_accuracy']:.4f}",
+            img_s=f"{scalars['images_per_sec']:.0f}",
+        )
+        self.window, self.window_steps = None, 0
+        self.window_start = time.perf_counter()

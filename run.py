@@ -1,0 +1,65 @@
+"""Command line: a config file, its overrides and a workdir, handed to one function per mode.
+
+  python run.py --config configs/fashion_mnist.py --workdir runs/fmnist [--config.num_epochs=1]
+
+Restarting with the same workdir resumes from its latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file(
+    "config", None, "Path to a config file (configs/*.py).", lock_config=True
+)
+flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and results go. "
+                    "Default: runs/<config file name>.")
+flags.DEFINE_enum("mode", "train", ["train"], "What to do.")
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl parsing, with one readable line instead of a traceback for a bad config."""
+    config_path = _config_path(argv)
+    if config_path is not None and not os.path.isfile(config_path.split(":")[0]):
+        sys.exit(f"error: config file {config_path!r} does not exist.")
+    try:
+        return FLAGS(argv)
+    except (AttributeError, KeyError) as e:  # a typo'd --config.key under lock_config
+        message = str(e).strip("'\"")
+        sys.exit(f"error: {message}")
+    except flags.Error as e:
+        sys.exit(f"error: {e}")
+
+
+def _config_path(argv: list[str]) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    if FLAGS.config is None:
+        raise app.UsageError("--config is required, e.g. --config configs/fashion_mnist.py")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if not FLAGS["verbosity"].present:  # orbax and tfds log every file operation at INFO
+        logging.set_verbosity(logging.WARNING)
+    from flaxcls.train import train_and_evaluate  # heavy imports after flags are checked
+
+    workdir = FLAGS.workdir or os.path.join(
+        "runs", os.path.splitext(os.path.basename(_config_path(sys.argv) or "run"))[0]
+    )
+    train_and_evaluate(FLAGS.config, workdir)
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=parse_flags)
