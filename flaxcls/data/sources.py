@@ -76,8 +76,11 @@ def _load_tfds(info: DatasetInfo, data_config: Any, path: str) -> dict[str, Arra
     for name, tfds_split in (("train", info.train_split), ("test", info.test_split)):
         ds = builder.as_dataset(split=tfds_split, shuffle_files=False)
         ds = ds.map(lambda ex: {"image": ex["image"], "label": ex["label"]})
-        arrays = next(iter(tfds.as_numpy(ds.batch(1 << 30))))
-        splits[name] = ArraySplit(arrays["image"].astype(np.uint8), arrays["label"].astype(np.int32))
+        # Chunks of a known size: a single huge batch makes tf.data reserve memory for it.
+        chunks = list(tfds.as_numpy(ds.batch(10_000)))
+        images = np.concatenate([c["image"] for c in chunks]).astype(np.uint8)
+        labels = np.concatenate([c["label"] for c in chunks]).astype(np.int32)
+        splits[name] = ArraySplit(images, labels)
     return splits
 
 

@@ -1,0 +1,153 @@
+import gzip
+import struct
+import time
+import types
+
+import numpy as np
+import pytest
+
+from flaxcls.data import DatasetNotPreparedError, augment, idx, pipeline, sources
+from flaxcls.data.datasets import get_dataset_info
+from flaxcls.data.input import build_input
+from tests.helpers import tiny_config, write_npz
+
+
+def _write_idx(path, array, compress):
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(struct.pack(">I", d) for d in array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    opener = gzip.open if compress else open
+    with opener(path, "wb") as f:
+        f.write(data)
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_idx_round_trip(tmp_path, compress):
+    rng = np.random.default_rng(0)
+    images = {s: rng.integers(0, 256, (n, 28, 28), dtype=np.uint8) for s, n in [("train", 7), ("test", 3)]}
+    labels = {s: rng.integers(0, 10, len(images[s]), dtype=np.uint8) for s in images}
+    suffix = ".gz" if compress else ""
+    for split, (img_stem, lbl_stem) in idx.IDX_FILES.items():
+        _write_idx(str(tmp_path / (img_stem + suffix)), images[split], compress)
+        _write_idx(str(tmp_path / (lbl_stem + suffix)), labels[split], compress)
+    got_images, got_labels = idx.load_idx_split(str(tmp_path), "train")
+    np.testing.assert_array_equal(got_images[..., 0], images["train"])
+    np.testing.assert_array_equal(got_labels, labels["train"])
+    assert got_images.shape == (7, 28, 28, 1) and got_labels.dtype == np.int32
+
+
+def test_idx_truncated_file_names_the_file(tmp_path):
+    path = tmp_path / "train-images-idx3-ubyte"
+    _write_idx(str(path), np.zeros((4, 5, 5), np.uint8), compress=False)
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(ValueError, match="truncated or corrupt") as info:
+        idx.read_idx(str(path))
+    assert str(path) in str(info.value)
+
+
+def test_npz_validation_errors(tmp_path):
+    path = tmp_path / "bad.npz"
+    np.savez(path, images=np.zeros((4, 8, 8, 3), np.float32), labels=np.zeros(4, np.int64))
+    cfg = tiny_config(str(path)).data
+    with pytest.raises(ValueError, match="must be uint8"):
+        sources.load_splits(cfg)
+
+
+def test_validation_is_carved_from_the_end_of_train(tmp_path):
+    cfg = tiny_config(write_npz(str(tmp_path))).data
+    info, splits = sources.load_splits(cfg)
+    with np.load(cfg.path) as f:
+        labels = f["labels"]
+    assert len(splits["train"]) == 60 and len(splits["validation"]) == 20
+    np.testing.assert_array_equal(splits["validation"].labels, labels[60:])
+    assert info.num_classes == 3 and info.image_shape == (12, 12, 1)
+
+
+def _array_input(tmp_path, **kw):
+    cfg = tiny_config(write_npz(str(tmp_path)), **{"data.augment": "crop_flip"}).data
+    return build_input(cfg, global_batch_size=16, eval_batch_size=24, seed=3, **kw)
+
+
+def test_training_batches_resume_exactly(tmp_path):
+    inputs = _array_input(tmp_path)
+    it = inputs.train(0)
+    first = [next(it) for _ in range(9)]  # 60 examples, 16 per batch: crosses epoch boundaries
+    resumed = inputs.train(5)
+    for expected in first[5:]:
+        got = next(resumed)
+        np.testing.assert_array_equal(got["image"], expected["image"])
+        np.testing.assert_array_equal(got["label"], expected["label"])
+
+
+def test_each_epoch_is_a_permutation(tmp_path):
+    n, batch, seed = 48, 16, 7
+    seen = np.concatenate([pipeline.global_indices(seed, s, batch, n) for s in range(3)])
+    assert sorted(seen.tolist()) == list(range(n))
+    second_epoch = np.concatenate([pipeline.global_indices(seed, s, batch, n) for s in range(3, 6)])
+    assert sorted(second_epoch.tolist()) == list(range(n))
+    assert not np.array_equal(seen, second_epoch)
+
+
+def test_processes_see_their_rows_of_the_same_global_batch(tmp_path):
+    whole = next(_array_input(tmp_path).train(4))
+    parts = [next(_array_input(tmp_path, process_index=i, process_count=2).train(4)) for i in range(2)]
+    for key in ("image", "label"):
+        np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), whole[key])
+
+
+def test_random_crop_and_flip_match_a_loop_reference():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (6, 5, 7, 2), dtype=np.uint8)
+    uniforms = rng.random((6, augment.NUM_UNIFORMS))
+    got = augment.get_augmentation("crop_flip", crop_padding=2)(images, uniforms)
+    for i in range(6):
+        top, left = int(uniforms[i, 1] * 5), int(uniforms[i, 2] * 5)
+        padded = np.zeros((9, 11, 2), np.uint8)
+        padded[2:7, 2:9] = images[i]
+        expected = padded[top : top + 5, left : left + 7]
+        if uniforms[i, 0] < 0.5:
+            expected = expected[:, ::-1]
+        np.testing.assert_array_equal(got[i], expected)
+
+
+@pytest.mark.parametrize("process_count", [1, 3])
+def test_eval_batches_cover_every_example_once(process_count):
+    n, batch = 53, 12  # 53 divides neither the batch nor the process count
+    split = sources.ArraySplit(np.zeros((n, 2, 2, 1), np.uint8), np.arange(n, dtype=np.int32))
+    normalize = pipeline.Normalizer((0.0,), (1.0,))
+    seen, steps = [], []
+    for p in range(process_count):
+        batches = list(pipeline.eval_batches(split, global_batch_size=batch, normalize=normalize,
+                                             process_index=p, process_count=process_count))
+        steps.append(len(batches))
+        for b in batches:
+            assert b["label"].shape == (batch // process_count,)
+            seen.extend(b["label"][b["mask"] == 1].tolist())
+    assert len(set(steps)) == 1
+    assert sorted(seen) == list(range(n))
+
+
+def test_unprepared_tfds_dataset_fails_at_once(tmp_path):
+    cfg = types.SimpleNamespace(dataset="cifar10", source="tfds", path="", data_dir=str(tmp_path),
+                                download=False, validation_fraction=0.2)
+    start = time.time()
+    with pytest.raises(DatasetNotPreparedError, match="tfds build cifar10"):
+        sources.load_splits(tiny_config("x", **{"data.dataset": "cifar10", "data.source": "tfds",
+                                                "data.data_dir": str(tmp_path)}).data)
+    assert time.time() - start < 10
+    del cfg
+
+
+def test_tfds_source_under_mock_data(tmp_path):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    cfg = tiny_config("", **{"data.dataset": "cifar10", "data.source": "tfds", "data.download": True,
+                              "data.data_dir": str(tmp_path)}).data
+    with tfds.testing.mock_data(num_examples=40):
+        info, splits = sources.load_splits(cfg)
+    assert info.num_classes == 10
+    assert splits["train"].images.shape == (30, 32, 32, 3) and splits["train"].images.dtype == np.uint8
+    assert len(splits["validation"]) == 10 and len(splits["test"]) == 40
+
+
+def test_unknown_dataset_lists_known_ones():
+    with pytest.raises(ValueError, match="cifar10.*fashion_mnist"):
+        get_dataset_info("cifar11")
