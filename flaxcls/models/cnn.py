@@ -27,20 +27,32 @@ class SeedCNN(nn.Module):
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         def conv(features: int, name: str) -> nn.Conv:
             return nn.Conv(
-                features, (3, 3), padding='VALID', dtype=self.dtype,
-                kernel_init=_keras_kernel_init, bias_init=_keras_bias_init, name=name,
+                features,
+                (3, 3),
+                padding="VALID",
+                dtype=self.dtype,
+                kernel_init=_keras_kernel_init,
+                bias_init=_keras_bias_init,
+                name=name,
             )
 
-        x = max_pool_2x2(nn.relu(conv(32, 'conv1')(x)))
-        x = max_pool_2x2(nn.relu(conv(64, 'conv2')(x)))
-        x = nn.relu(conv(64, 'conv3')(x))
+        x = max_pool_2x2(nn.relu(conv(32, "conv1")(x)))
+        x = max_pool_2x2(nn.relu(conv(64, "conv2")(x)))
+        x = nn.relu(conv(64, "conv3")(x))
         x = x.reshape(x.shape[0], -1)
         x = nn.Dense(
-            64, dtype=self.dtype, kernel_init=_keras_kernel_init, bias_init=_keras_bias_init,
-            name='dense',
+            64,
+            dtype=self.dtype,
+            kernel_init=_keras_kernel_init,
+            bias_init=_keras_bias_init,
+            name="dense",
         )(x)
         x = nn.relu(x)
         return classify(
-            x, num_classes=self.num_classes, dropout_rate=self.dropout_rate, train=train,
-            dtype=self.dtype, kernel_init=_keras_kernel_init,
+            x,
+            num_classes=self.num_classes,
+            dropout_rate=self.dropout_rate,
+            train=train,
+            dtype=self.dtype,
+            kernel_init=_keras_kernel_init,
         )

@@ -10,16 +10,17 @@ import jax.numpy as jnp
 
 ModuleDef = Callable[..., nn.Module]
 
-# torch's BatchNorm momentum 0.1 updates with the new batch; flax's momentum is the weight of the old value.
+# torch's BatchNorm momentum 0.1 weighs the new batch; flax's momentum weighs the old value.
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
 
-# He et al. initialisation (torchvision's kaiming_normal_, mode='fan_out') for convolutions followed by ReLU.
-he_normal = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
+# torchvision's kaiming_normal_(mode='fan_out') for convolutions followed by BatchNorm and ReLU.
+he_normal = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+lecun_normal = nn.initializers.lecun_normal()
 
 
 def batch_norm(train: bool, dtype: Any, **overrides: Any) -> ModuleDef:
-    """BatchNorm with torchvision's defaults; running averages are used in eval and updated in train."""
+    """BatchNorm as torchvision sets it up: running averages in eval, updated in train."""
     kwargs = dict(
         use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, dtype=dtype
     )
@@ -29,8 +30,8 @@ def batch_norm(train: bool, dtype: Any, **overrides: Any) -> ModuleDef:
 def max_pool_2x2(x: jax.Array) -> jax.Array:
     """2x2/2 max pool over NHWC, equal to `nn.max_pool(x, (2, 2), (2, 2), padding='VALID')`.
 
-    Written as a reshape and max because on XLA:CPU the gradient of reduce_window (select-and-scatter)
-    is about 3x slower. An odd last row or column is dropped, as VALID padding does.
+    A reshape and max, because on XLA:CPU the gradient of reduce_window (select-and-scatter) is
+    about 3x slower. An odd last row or column is dropped, as VALID padding does.
     """
     n, h, w, c = x.shape
     x = x[:, : h - h % 2, : w - w % 2, :]
@@ -50,12 +51,12 @@ def classify(
     dropout_rate: float,
     train: bool,
     dtype: Any,
-    kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal(),
+    kernel_init: nn.initializers.Initializer = lecun_normal,
 ) -> jax.Array:
-    """Dropout, then the classifier Dense named `head`; logits are float32 whatever the compute dtype.
+    """Dropout, then the classifier Dense named `head`; logits are float32 in any compute dtype.
 
-    Call from inside a compact `__call__`: the modules made here belong to the calling model.
+    Call it inside a compact `__call__`: the modules made here belong to the calling model.
     """
     x = nn.Dropout(dropout_rate, deterministic=not train)(x)
-    x = nn.Dense(num_classes, dtype=dtype, kernel_init=kernel_init, name='head')(x)
+    x = nn.Dense(num_classes, dtype=dtype, kernel_init=kernel_init, name="head")(x)
     return x.astype(jnp.float32)

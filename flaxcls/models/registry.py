@@ -1,0 +1,35 @@
+"""Model names -> constructors; `get_model` builds one with the library-wide arguments."""
+
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from flaxcls.models import cnn, inception, resnet, wide_resnet
+
+# Every constructor takes num_classes, dtype (compute dtype; parameters stay float32) and
+# dropout_rate, and its module is called as `model(images, train=...)` on float32 NHWC images.
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "seed_cnn": cnn.SeedCNN,
+    "resnet18": resnet.ResNet18,
+    "resnet34": resnet.ResNet34,
+    "resnet50": resnet.ResNet50,
+    "resnet101": resnet.ResNet101,
+    "resnet152": resnet.ResNet152,
+    "cifar_resnet20": resnet.CifarResNet20,
+    "cifar_resnet56": resnet.CifarResNet56,
+    "cifar_resnet18": resnet.CifarResNet18,
+    "wide_resnet28_10": wide_resnet.WideResNet28_10,
+    "inception_v3": inception.InceptionV3,
+    "inception_small": inception.InceptionSmall,
+}
+
+
+def get_model(
+    name: str, *, num_classes: int, dtype: Any = jnp.float32, dropout_rate: float = 0.0
+) -> nn.Module:
+    """The model registered as `name`; an unknown name is a ValueError listing the valid names."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(sorted(MODELS))}")
+    return MODELS[name](num_classes=num_classes, dtype=dtype, dropout_rate=dropout_rate)
