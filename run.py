@@ -8,6 +8,7 @@ Restarting with the same workdir resumes from its latest checkpoint.
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 from absl import app, flags, logging
@@ -30,10 +31,17 @@ def parse_flags(argv: list[str]) -> list[str]:
     try:
         return FLAGS(argv)
     except (AttributeError, KeyError) as e:  # a typo'd --config.key under lock_config
-        message = str(e).strip("'\"")
-        sys.exit(f"error: {message}")
+        sys.exit(f"error: {_unknown_key_message(str(e))}")
     except flags.Error as e:
         sys.exit(f"error: {e}")
+
+
+def _unknown_key_message(text: str) -> str:
+    """ml_collections nests the KeyError's repr in the message; keep its two facts."""
+    key = re.search(r"[\\']*([A-Za-z0-9_.]+)[\\']*", text)
+    hint = re.search(r"Did you mean [^?]*\?", text.replace("\\n", " "))
+    parts = [f"unknown config key {key.group(1)!r}." if key else text, hint.group(0) if hint else ""]
+    return " ".join(p for p in parts if p)
 
 
 def _config_path(argv: list[str]) -> str | None:
@@ -53,12 +61,16 @@ def main(argv: list[str]) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if not FLAGS["verbosity"].present:  # orbax and tfds log every file operation at INFO
         logging.set_verbosity(logging.WARNING)
+    from flaxcls.data import DatasetNotPreparedError
     from flaxcls.train import train_and_evaluate  # heavy imports after flags are checked
 
     workdir = FLAGS.workdir or os.path.join(
         "runs", os.path.splitext(os.path.basename(_config_path(sys.argv) or "run"))[0]
     )
-    train_and_evaluate(FLAGS.config, workdir)
+    try:
+        train_and_evaluate(FLAGS.config, workdir)
+    except (DatasetNotPreparedError, FileNotFoundError) as e:  # what to fix, not a traceback
+        sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":

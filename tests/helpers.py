@@ -32,7 +32,7 @@ def tiny_config(npz_path: str, **overrides):
     return config
 
 
-def write_npz(directory: str, n_train: int = 80, n_test: int = 30, shape=(12, 12, 1),
+def write_npz(directory: str, n_train: int = 80, n_test: int = 30, shape=(28, 28, 1),
               num_classes: int = 3, seed: int = 0) -> str:
     """Learnable toy images: class k has a bright square in a class-specific place."""
     rng = np.random.default_rng(seed)
@@ -41,7 +41,7 @@ def write_npz(directory: str, n_train: int = 80, n_test: int = 30, shape=(12, 12
         labels = rng.integers(0, num_classes, n)
         images = rng.integers(0, 60, (n, *shape)).astype(np.uint8)
         for i, k in enumerate(labels):
-            images[i, 2 * k : 2 * k + 4, 2 * k : 2 * k + 4] = 250
+            images[i, 6 * k : 6 * k + 8, 6 * k : 6 * k + 8] = 250
         return images, labels
 
     images, labels = make(n_train)

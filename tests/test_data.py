@@ -59,7 +59,7 @@ def test_validation_is_carved_from_the_end_of_train(tmp_path):
         labels = f["labels"]
     assert len(splits["train"]) == 60 and len(splits["validation"]) == 20
     np.testing.assert_array_equal(splits["validation"].labels, labels[60:])
-    assert info.num_classes == 3 and info.image_shape == (12, 12, 1)
+    assert info.num_classes == 3 and info.image_shape == (28, 28, 1)
 
 
 def _array_input(tmp_path, **kw):

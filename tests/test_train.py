@@ -1,0 +1,109 @@
+import dataclasses
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from flaxcls import train as train_lib
+from flaxcls.checkpoint import Checkpointer
+from flaxcls.data import build_input
+from tests.helpers import tiny_config, write_npz
+
+
+def _params(workdir, config):
+    """Final parameters of the run in `workdir`, restored from its latest checkpoint."""
+    inputs = build_input(config.data, global_batch_size=config.batch_size,
+                         eval_batch_size=config.eval_batch_size, seed=config.seed)
+    model = train_lib.create_model(config, inputs.info.num_classes)
+    tx = train_lib.create_optimizer(config, inputs.steps_per_epoch(), config.num_train_steps)
+    mesh = train_lib.sharding.make_mesh()
+    state = train_lib.init_state(model, tx, config.seed, inputs.info.image_shape, mesh)
+    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"))
+    state = checkpointer.restore(state)
+    checkpointer.close()
+    return state
+
+
+def _crash_after(n_batches, monkeypatch):
+    """Makes the training iterator die after `n_batches`, as a killed process would."""
+    real_build_input = train_lib.build_input
+
+    def build_input_that_crashes(*args, **kwargs):
+        inputs = real_build_input(*args, **kwargs)
+
+        def train(start_step):
+            it = inputs.train(start_step)
+            for _ in range(n_batches):
+                yield next(it)
+            raise KeyboardInterrupt("simulated preemption")
+
+        return dataclasses.replace(inputs, train=train)
+
+    monkeypatch.setattr(train_lib, "build_input", build_input_that_crashes)
+
+
+@pytest.mark.parametrize("model,augment", [("seed_cnn", "crop_flip"), ("cifar_resnet20", "none")])
+def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path, monkeypatch, model, augment):
+    overrides = {"model.name": model, "data.augment": augment, "checkpoint_every_steps": 3,
+                 "num_train_steps": 10, "schedule.name": "cosine", "model.dropout_rate": 0.2}
+    config = tiny_config(write_npz(str(tmp_path)), **overrides)
+    straight = str(tmp_path / "straight")
+    train_lib.train_and_evaluate(config, straight)
+
+    interrupted = str(tmp_path / "interrupted")
+    with monkeypatch.context() as m:
+        _crash_after(7, m)
+        with pytest.raises(KeyboardInterrupt):
+            train_lib.train_and_evaluate(config, interrupted)
+    assert Checkpointer(os.path.join(interrupted, "checkpoints")).latest_step() == 6
+    train_lib.train_and_evaluate(config, interrupted)  # resumes at step 6
+
+    a, b = _params(straight, config), _params(interrupted, config)
+    assert int(a.step) == int(b.step) == 10
+    for x, y in zip(jax.tree.leaves((a.params, a.batch_stats, a.opt_state)),
+                    jax.tree.leaves((b.params, b.batch_stats, b.opt_state)), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    with open(os.path.join(straight, "test_metrics.json")) as f:
+        straight_metrics = json.load(f)
+    with open(os.path.join(interrupted, "test_metrics.json")) as f:
+        assert json.load(f) == straight_metrics
+
+
+def test_run_writes_results_and_learns(tmp_path):
+    config = tiny_config(write_npz(str(tmp_path), n_train=200), num_train_steps=60)
+    config.optimizer.learning_rate = 3e-3
+    workdir = str(tmp_path / "run")
+    result = train_lib.train_and_evaluate(config, workdir)
+    with open(os.path.join(workdir, "test_metrics.json")) as f:
+        written = json.load(f)
+    assert written == result
+    assert written["num_examples"] == 30 and written["step"] == 60
+    assert written["accuracy"] > 0.8  # the toy classes are separable
+    lines = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+    assert any("val_accuracy" in line for line in lines)
+    assert any("train_loss" in line for line in lines)
+    with open(os.path.join(workdir, "config.json")) as f:
+        assert json.load(f)["num_train_steps"] == 60
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
+    assert ckpt.latest_step() == 60 and ckpt.best_step() is not None
+    ckpt.close()
+
+
+def test_non_finite_loss_stops_with_the_step(tmp_path):
+    config = tiny_config(write_npz(str(tmp_path)), **{"optimizer.learning_rate": 1e12,
+                                                      "optimizer.name": "sgd",
+                                                      "optimizer.momentum": 0.0})
+    with pytest.raises(FloatingPointError, match="Non-finite training loss at step"):
+        train_lib.train_and_evaluate(config, str(tmp_path / "run"))
+
+
+def test_batch_size_must_divide_over_devices(tmp_path):
+    mesh = train_lib.sharding.make_mesh()
+    n = mesh.devices.size
+    if n == 1:
+        pytest.skip("needs several devices")
+    config = tiny_config(write_npz(str(tmp_path)), batch_size=n + 1)
+    with pytest.raises(ValueError, match="does not divide"):
+        train_lib.train_and_evaluate(config, str(tmp_path / "run"))
