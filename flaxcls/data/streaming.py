@@ -1,0 +1,378 @@
+"""Batches streamed from tfds files with tf.data, for datasets bigger than memory (ImageNet).
+
+Each process reads only its share of every split. Training order is a pure function of
+(seed, step), as in the in-memory path: epoch e of this process's split is read with file and
+buffer shuffle seeds derived from (seed, e), and augmentation draws are seeded by the example's
+position in the stream. `train(start_step)` therefore starts at the right epoch and skips only
+within it, before any image is decoded, and yields exactly what an uninterrupted run would.
+Evaluation reads every example once, padded with masked rows to the same number of steps on
+every process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from flaxcls.data import pipeline
+from flaxcls.data.datasets import DatasetInfo, get_dataset_info
+from flaxcls.data.input import Batch, Input
+from flaxcls.data.sources import tfds_builder
+
+Example = dict[str, tf.Tensor]
+# Crop, flip (or none) and resize one decoded uint8 image to float32 [size, size, C] in 0..255.
+Transform = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
+
+AUTOTUNE = tf.data.AUTOTUNE
+# Images stay encoded until after shuffling and skipping, so a resume skip decodes nothing.
+_SKIP_IMAGE_DECODING = {"image": tfds.decode.SkipDecoding()}
+# Salts that keep the seeds drawn for different purposes from the same (seed, epoch) apart.
+_FILE_SALT, _BUFFER_SALT, _AUGMENT_SALT = 1, 2, 3
+
+
+def streaming_input(
+    data_config: Any,
+    *,
+    global_batch_size: int,
+    eval_batch_size: int,
+    seed: int,
+    process_index: int,
+    process_count: int,
+) -> Input:
+    """Training and evaluation batches streamed from a prepared tfds dataset."""
+    hide_gpus_from_tensorflow()
+    info = get_dataset_info(data_config.dataset)
+    builder = tfds_builder(info, data_config)
+    splits = split_specs(builder, info, data_config.validation_fraction)
+    sizes = {name: split_size(builder, spec) for name, spec in splits.items()}
+
+    image_size = int(getattr(data_config, "image_size", info.image_shape[0]))
+    eval_resize = int(getattr(data_config, "eval_resize", image_size * 8 // 7))
+    if eval_resize < image_size:
+        raise ValueError(f"data.eval_resize={eval_resize} is smaller than image_size={image_size}.")
+    channels = info.image_shape[-1]
+    finish = functools.partial(normalize, mean=info.mean, std=info.std)
+    eval_transform = functools.partial(center_crop, resize=eval_resize, size=image_size)
+    train_transform = get_train_transform(data_config.augment, image_size, eval_resize)
+
+    layout = dict(process_index=process_index, process_count=process_count)
+    train = functools.partial(
+        train_batches,
+        builder,
+        splits["train"],
+        global_batch_size=global_batch_size,
+        seed=seed,
+        shuffle_buffer=int(getattr(data_config, "shuffle_buffer", 10_000)),
+        preprocess=functools.partial(
+            train_example,
+            transform=train_transform,
+            finish=finish,
+            channels=channels,
+            seed=derive_seed(seed, _AUGMENT_SALT),
+            **layout,
+        ),
+        **layout,
+    )
+
+    def evaluate(split: str) -> Iterator[Batch]:
+        return eval_batches(
+            builder,
+            splits[split],
+            num_examples=sizes[split],
+            global_batch_size=eval_batch_size,
+            image_shape=(image_size, image_size, channels),
+            preprocess=functools.partial(
+                eval_example, transform=eval_transform, finish=finish, channels=channels
+            ),
+            **layout,
+        )
+
+    return Input(
+        info=_with_image_size(info, image_size),
+        split_sizes=sizes,
+        global_batch_size=global_batch_size,
+        eval_batch_size=eval_batch_size,
+        train=train,
+        evaluate=evaluate,
+    )
+
+
+def hide_gpus_from_tensorflow() -> None:
+    """Keeps TensorFlow off the accelerators, which belong to JAX."""
+    try:
+        tf.config.set_visible_devices([], "GPU")
+    except (RuntimeError, ValueError):
+        # TensorFlow already initialised its devices; nothing can change now.
+        pass
+
+
+def _with_image_size(info: DatasetInfo, image_size: int) -> DatasetInfo:
+    # Batches have the crop size, whatever size the images are stored at.
+    return dataclasses.replace(info, image_shape=(image_size, image_size, info.image_shape[-1]))
+
+
+# --- Splits -------------------------------------------------------------------------------
+
+
+def split_specs(builder: Any, info: DatasetInfo, validation_fraction: float) -> dict[str, str]:
+    """tfds split strings: validation is the last `validation_fraction` of train, as in memory."""
+    if not 0.0 <= validation_fraction < 1.0:
+        raise ValueError(f"data.validation_fraction={validation_fraction} must be in [0, 1).")
+    train = info.train_split
+    if builder.info.splits:
+        n = builder.info.splits[train].num_examples
+        cut = f"{n - int(round(n * validation_fraction))}"
+    else:
+        # No split statistics (e.g. under tfds.testing.mock_data): slice by whole percents.
+        cut = f"{100 - int(round(100 * validation_fraction))}%"
+    return {"train": f"{train}[:{cut}]", "validation": f"{train}[{cut}:]", "test": info.test_split}
+
+
+def split_size(builder: Any, split: Any) -> int:
+    """Examples in a split string or tfds sub-split, from the statistics tfds wrote."""
+    if builder.info.splits:
+        return int(builder.info.splits[split].num_examples)
+    # No statistics: count what the reader yields (tfds mocks report their size as cardinality).
+    ds = builder.as_dataset(split=split, decoders=_SKIP_IMAGE_DECODING)
+    count = int(ds.cardinality())
+    if count < 0:
+        count = int(ds.reduce(np.int64(0), lambda n, _: n + 1))
+    return count
+
+
+def _read(builder: Any, split: Any, *, file_seed: int | None) -> tf.data.Dataset:
+    """(image bytes, label) pairs in a fixed order: files shuffled with `file_seed` if given."""
+    options = tf.data.Options()
+    options.deterministic = True
+    read_config = tfds.ReadConfig(shuffle_seed=file_seed, options=options, try_autocache=False)
+    ds = builder.as_dataset(
+        split=split,
+        shuffle_files=file_seed is not None,
+        decoders=_SKIP_IMAGE_DECODING,
+        read_config=read_config,
+    )
+    return ds.map(lambda ex: {"image": ex["image"], "label": ex["label"]})
+
+
+# --- Training -------------------------------------------------------------------------------
+
+
+def derive_seed(seed: int, *salts: int) -> int:
+    """A 32-bit seed that is a pure function of (seed, salts)."""
+    return int(np.random.SeedSequence([seed, *salts]).generate_state(1)[0])
+
+
+def train_batches(
+    builder: Any,
+    split: str,
+    start_step: int,
+    *,
+    global_batch_size: int,
+    seed: int,
+    shuffle_buffer: int,
+    preprocess: Callable[[tf.Tensor, Example], Example],
+    process_index: int,
+    process_count: int,
+) -> Iterator[Batch]:
+    """Endless training batches of this process's rows, from global step `start_step` on.
+
+    Batches run across epoch boundaries: the partial batch that ends an epoch is completed by
+    the first examples of the next, so every step holds `global_batch_size` examples.
+    """
+    rows = pipeline.local_rows(global_batch_size, process_index, process_count)
+    batch = rows.stop - rows.start
+    # Equal shares (remainder dropped) keep every process at the same step in its own epochs.
+    local_split = tfds.even_splits(split, n=process_count, drop_remainder=True)[process_index]
+    n = split_size(builder, local_split)
+    if n < batch:
+        raise ValueError(
+            f"Each process reads {n} training examples, fewer than its batch of {batch}."
+        )
+    epoch, offset = divmod(start_step * batch, n)
+    carry: Batch | None = None  # the rows of a batch that the previous epoch began
+    while True:
+        ds = _epoch_examples(builder, local_split, n, epoch, seed, shuffle_buffer).skip(offset)
+        ds = ds.map(preprocess, num_parallel_calls=AUTOTUNE)
+        carried = 0 if carry is None else len(carry["label"])
+        for rows_batch in _aligned_batches(ds, batch, carried):
+            if carry is not None:
+                rows_batch = {
+                    k: np.concatenate([carry[k], v[carried:]]) for k, v in rows_batch.items()
+                }
+                carry = None
+            if len(rows_batch["label"]) < batch:
+                carry = rows_batch
+            else:
+                yield rows_batch
+        epoch, offset = epoch + 1, 0
+
+
+def _epoch_examples(
+    builder: Any, split: Any, n: int, epoch: int, seed: int, shuffle_buffer: int
+) -> tf.data.Dataset:
+    """Epoch `epoch`, still encoded, as (position in this process's stream, example)."""
+    ds = _read(builder, split, file_seed=derive_seed(seed, _FILE_SALT, epoch))
+    ds = ds.shuffle(shuffle_buffer, seed=derive_seed(seed, _BUFFER_SALT, epoch))
+    return ds.enumerate(start=epoch * n)
+
+
+def _aligned_batches(ds: tf.data.Dataset, batch: int, carried: int) -> Iterator[Batch]:
+    """Batches of one epoch whose first `carried` rows are placeholders for the rows the previous
+    epoch left over, so batch boundaries stay on multiples of `batch` in the stream. Only the
+    first batch of an epoch is copied to fill them in, and the pipeline never reads twice."""
+    if carried:
+        ds = (
+            tf.data.Dataset.from_tensors(_zeros_like(ds.element_spec))
+            .repeat(carried)
+            .concatenate(ds)
+        )
+    return ds.batch(batch).prefetch(AUTOTUNE).as_numpy_iterator()
+
+
+def _zeros_like(spec: Any) -> Any:
+    return tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), spec)
+
+
+def train_example(
+    position: tf.Tensor,
+    example: Example,
+    *,
+    transform: Transform,
+    finish: Callable[[tf.Tensor], tf.Tensor],
+    channels: int,
+    seed: int,
+    process_index: int,
+    process_count: int,
+) -> Example:
+    """Decodes and augments one example; its random draws depend only on where it is in the
+    stream, so they are the same after a resume."""
+    stream_id = position * process_count + process_index  # unique across processes
+    example_seed = tf.stack([tf.constant(seed, tf.int64), stream_id])
+    image = transform(decode(example["image"], channels), example_seed)
+    return {"image": finish(image), "label": tf.cast(example["label"], tf.int32)}
+
+
+# --- Evaluation -------------------------------------------------------------------------------
+
+
+def eval_batches(
+    builder: Any,
+    split: str,
+    *,
+    num_examples: int,
+    global_batch_size: int,
+    image_shape: tuple[int, int, int],
+    preprocess: Callable[[Example], Example],
+    process_index: int,
+    process_count: int,
+) -> Iterator[Batch]:
+    """Every example of `split` once over all processes, padded with `mask` 0 rows so that
+    each process runs `ceil(num_examples / global_batch_size)` steps of the same shape."""
+    rows = pipeline.local_rows(global_batch_size, process_index, process_count)
+    batch = rows.stop - rows.start
+    steps = pipeline.num_eval_steps(num_examples, global_batch_size)
+    local_split = tfds.even_splits(split, n=process_count, drop_remainder=False)[process_index]
+    n = split_size(builder, local_split) if steps else 0
+    if n > steps * batch:
+        raise ValueError(f"{n} examples of {split} do not fit {steps} steps of {batch} rows.")
+    padding = tf.data.Dataset.from_tensors(
+        {
+            "image": tf.zeros(image_shape, tf.float32),
+            "label": tf.zeros([], tf.int32),
+            "mask": tf.zeros([], tf.float32),
+        }
+    ).repeat()
+    ds = padding
+    if n:  # tfds cannot read an empty share (a split with fewer examples than processes)
+        ds = _read(builder, local_split, file_seed=None).map(
+            preprocess, num_parallel_calls=AUTOTUNE
+        )
+        ds = ds.concatenate(padding)
+    return ds.take(steps * batch).batch(batch).prefetch(AUTOTUNE).as_numpy_iterator()
+
+
+def eval_example(
+    example: Example,
+    *,
+    transform: Callable[[tf.Tensor], tf.Tensor],
+    finish: Callable[[tf.Tensor], tf.Tensor],
+    channels: int,
+) -> Example:
+    image = transform(decode(example["image"], channels))
+    return {
+        "image": finish(image),
+        "label": tf.cast(example["label"], tf.int32),
+        "mask": tf.ones([], tf.float32),
+    }
+
+
+# --- Image operations -----------------------------------------------------------------------
+
+
+def decode(encoded: tf.Tensor, channels: int) -> tf.Tensor:
+    """JPEG or PNG bytes -> uint8 [h, w, channels]."""
+    image = tf.io.decode_image(encoded, channels=channels, expand_animations=False)
+    image.set_shape([None, None, channels])
+    return image
+
+
+def normalize(image: tf.Tensor, *, mean: tuple[float, ...], std: tuple[float, ...]) -> tf.Tensor:
+    """0..255 -> float32 `(x / 255 - mean) / std`."""
+    mean_t = tf.constant(mean, tf.float32)
+    std_t = tf.constant(std, tf.float32)
+    return (tf.cast(image, tf.float32) / 255.0 - mean_t) / std_t
+
+
+def center_crop(image: tf.Tensor, *, resize: int, size: int) -> tf.Tensor:
+    """The standard ImageNet evaluation view: shorter side to `resize`, central `size` square."""
+    shape = tf.shape(image)[:2]
+    scale = resize / tf.cast(tf.reduce_min(shape), tf.float32)
+    # At least `resize` on both sides, so that even a tiny image yields a full crop.
+    new_shape = tf.maximum(tf.cast(tf.round(tf.cast(shape, tf.float32) * scale), tf.int32), resize)
+    image = tf.image.resize(image, new_shape, method="bilinear")
+    top, left = (new_shape[0] - size) // 2, (new_shape[1] - size) // 2
+    crop = image[top : top + size, left : left + size]
+    crop.set_shape([size, size, image.shape[-1]])  # batching and epoch seams need static shapes
+    return crop
+
+
+def inception_crop(image: tf.Tensor, seed: tf.Tensor, *, size: int) -> tf.Tensor:
+    """A random crop of 8%-100% of the area and aspect ratio 3/4-4/3, resized to `size`."""
+    begin, crop_shape, _ = tf.image.stateless_sample_distorted_bounding_box(
+        tf.shape(image),
+        bounding_boxes=tf.zeros([0, 0, 4], tf.float32),
+        seed=seed,
+        min_object_covered=0.0,
+        aspect_ratio_range=(3 / 4, 4 / 3),
+        area_range=(0.08, 1.0),
+        max_attempts=10,
+        use_image_if_no_bounding_boxes=True,
+    )
+    crop = tf.slice(image, begin, crop_shape)
+    return tf.image.resize(crop, [size, size], method="bilinear")
+
+
+def inception_crop_flip(image: tf.Tensor, seed: tf.Tensor, *, size: int) -> tf.Tensor:
+    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, num=2))
+    image = inception_crop(image, crop_seed, size=size)
+    return tf.image.stateless_random_flip_left_right(image, flip_seed)
+
+
+def get_train_transform(name: str, image_size: int, eval_resize: int) -> Transform:
+    """Training view by name: inception_crop_flip (the ImageNet recipe) | none (eval view)."""
+    transforms: dict[str, Transform] = {
+        "inception_crop_flip": functools.partial(inception_crop_flip, size=image_size),
+        "none": lambda image, seed: center_crop(image, resize=eval_resize, size=image_size),
+    }
+    if name not in transforms:
+        raise ValueError(
+            f"Unknown augmentation {name!r} for a streamed dataset; "
+            f"choose one of {', '.join(transforms)}."
+        )
+    return transforms[name]
