@@ -18,8 +18,9 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
     "config", None, "Path to a config file (configs/*.py).", lock_config=True
 )
-flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and results go. "
-                    "Default: runs/<config file name>.")
+flags.DEFINE_string(
+    "workdir", None, "Where checkpoints, metrics and results go. Default: runs/<config file name>."
+)
 flags.DEFINE_enum("mode", "train", ["train"], "What to do.")
 
 
@@ -40,7 +41,10 @@ def _unknown_key_message(text: str) -> str:
     """ml_collections nests the KeyError's repr in the message; keep its two facts."""
     key = re.search(r"[\\']*([A-Za-z0-9_.]+)[\\']*", text)
     hint = re.search(r"Did you mean [^?]*\?", text.replace("\\n", " "))
-    parts = [f"unknown config key {key.group(1)!r}." if key else text, hint.group(0) if hint else ""]
+    parts = [
+        f"unknown config key {key.group(1)!r}." if key else text,
+        hint.group(0) if hint else "",
+    ]
     return " ".join(p for p in parts if p)
 
 

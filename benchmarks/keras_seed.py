@@ -89,17 +89,19 @@ class EpochClock:
 def build_keras_cnn(keras: Any, input_shape: tuple[int, ...], num_classes: int) -> Any:
     """The TensorFlow CIFAR-10 tutorial CNN, layer for layer."""
     layers = keras.layers
-    return keras.Sequential([
-        keras.Input(shape=input_shape),
-        layers.Conv2D(32, (3, 3), activation="relu"),
-        layers.MaxPooling2D((2, 2)),
-        layers.Conv2D(64, (3, 3), activation="relu"),
-        layers.MaxPooling2D((2, 2)),
-        layers.Conv2D(64, (3, 3), activation="relu"),
-        layers.Flatten(),
-        layers.Dense(64, activation="relu"),
-        layers.Dense(num_classes),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input(shape=input_shape),
+            layers.Conv2D(32, (3, 3), activation="relu"),
+            layers.MaxPooling2D((2, 2)),
+            layers.Conv2D(64, (3, 3), activation="relu"),
+            layers.MaxPooling2D((2, 2)),
+            layers.Conv2D(64, (3, 3), activation="relu"),
+            layers.Flatten(),
+            layers.Dense(64, activation="relu"),
+            layers.Dense(num_classes),
+        ]
+    )
 
 
 def steady_median(seconds: list[float]) -> tuple[float, bool]:
@@ -136,8 +138,13 @@ def run_keras(epochs: int, batch_size: int) -> dict[str, Any]:
     )
     fit_start = time.perf_counter()
     history = model.fit(
-        x_train, train_labels, epochs=epochs, batch_size=batch_size,
-        validation_split=VALIDATION_SPLIT, callbacks=[callback], verbose=2,
+        x_train,
+        train_labels,
+        epochs=epochs,
+        batch_size=batch_size,
+        validation_split=VALIDATION_SPLIT,
+        callbacks=[callback],
+        verbose=2,
     )
     fit_wall = time.perf_counter() - fit_start
     test = model.evaluate(x_test, test_labels, batch_size=batch_size, return_dict=True, verbose=0)
@@ -232,8 +239,16 @@ def run_child(framework: str, args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="keras_seed_") as tmp:
         out = os.path.join(tmp, f"{framework}.json")
         command = [
-            sys.executable, os.path.abspath(__file__), "--only", framework,
-            "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--json-out", out,
+            sys.executable,
+            os.path.abspath(__file__),
+            "--only",
+            framework,
+            "--epochs",
+            str(args.epochs),
+            "--batch-size",
+            str(args.batch_size),
+            "--json-out",
+            out,
         ]
         print(f"== {framework}: {' '.join(command)}", flush=True)
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
@@ -270,9 +285,7 @@ def versions() -> dict[str, str]:
 
 def ratios(keras: dict[str, Any], flax: dict[str, Any]) -> dict[str, float]:
     """flaxcls / Keras: above 1 means more images/s, or more seconds, for flaxcls."""
-    return {
-        key: flax[key] / keras[key] for key in ("images_per_sec", "fit_wall_s", "total_wall_s")
-    }
+    return {key: flax[key] / keras[key] for key in ("images_per_sec", "fit_wall_s", "total_wall_s")}
 
 
 def print_table(results: dict[str, dict[str, Any]], ratio: dict[str, float]) -> None:
@@ -310,26 +323,29 @@ def main(argv: list[str] | None = None) -> None:
     results = {name: run_child(name, args) for name in FRAMEWORKS}
     ratio = ratios(results["keras"], results["flaxcls"])
     print_table(results, ratio)
-    write_json(args.out, {
-        "benchmark": "keras_seed",
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": {
-            "platform": platform.platform(),
-            "cpu_count": os.cpu_count(),
-            "processor": platform.processor(),
-            "cpu_model": cpu_model(),
+    write_json(
+        args.out,
+        {
+            "benchmark": "keras_seed",
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "machine": {
+                "platform": platform.platform(),
+                "cpu_count": os.cpu_count(),
+                "processor": platform.processor(),
+                "cpu_model": cpu_model(),
+            },
+            "versions": versions(),
+            "settings": {
+                "dataset": "fashion_mnist",
+                "data_dir": DATA_DIR,
+                "epochs": args.epochs,
+                "batch_size": args.batch_size,
+                "validation_split": VALIDATION_SPLIT,
+            },
+            "results": results,
+            "ratios_flaxcls_over_keras": ratio,
         },
-        "versions": versions(),
-        "settings": {
-            "dataset": "fashion_mnist",
-            "data_dir": DATA_DIR,
-            "epochs": args.epochs,
-            "batch_size": args.batch_size,
-            "validation_split": VALIDATION_SPLIT,
-        },
-        "results": results,
-        "ratios_flaxcls_over_keras": ratio,
-    })
+    )
     print(f"wrote {args.out}")
 
 

@@ -20,14 +20,16 @@ class Checkpointer:
 
     def __init__(self, directory: str, *, keep: int = 3, best_metric: str = "val_accuracy"):
         self.best_metric = best_metric
-        policy = checkpoint_managers.AnyPreservationPolicy([
-            checkpoint_managers.LatestN(keep),
-            checkpoint_managers.BestN(
-                get_metric_fn=lambda metrics: metrics[best_metric],
-                n=1,
-                keep_checkpoints_without_metrics=False,
-            ),
-        ])
+        policy = checkpoint_managers.AnyPreservationPolicy(
+            [
+                checkpoint_managers.LatestN(keep),
+                checkpoint_managers.BestN(
+                    get_metric_fn=lambda metrics: metrics[best_metric],
+                    n=1,
+                    keep_checkpoints_without_metrics=False,
+                ),
+            ]
+        )
         self.manager = ocp.CheckpointManager(
             os.path.abspath(directory),
             options=ocp.CheckpointManagerOptions(

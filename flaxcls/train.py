@@ -203,8 +203,11 @@ class TrainLoop:
 
     def _periodic_actions(self, state: TrainState, step: int, bar) -> None:
         cfg = self.config
-        if self.window is not None and (step % cfg.log_every_steps == 0 or step % self.eval_every == 0
-                                        or step == self.total_steps):
+        if self.window is not None and (
+            step % cfg.log_every_steps == 0
+            or step % self.eval_every == 0
+            or step == self.total_steps
+        ):
             self._log_train(step, bar)
         val = None
         if step % self.eval_every == 0 or step == self.total_steps:

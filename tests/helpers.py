@@ -32,8 +32,14 @@ def tiny_config(npz_path: str, **overrides):
     return config
 
 
-def write_npz(directory: str, n_train: int = 80, n_test: int = 30, shape=(28, 28, 1),
-              num_classes: int = 3, seed: int = 0) -> str:
+def write_npz(
+    directory: str,
+    n_train: int = 80,
+    n_test: int = 30,
+    shape=(28, 28, 1),
+    num_classes: int = 3,
+    seed: int = 0,
+) -> str:
     """Learnable toy images: class k has a bright square in a class-specific place."""
     rng = np.random.default_rng(seed)
 

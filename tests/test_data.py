@@ -23,7 +23,9 @@ def _write_idx(path, array, compress):
 @pytest.mark.parametrize("compress", [True, False])
 def test_idx_round_trip(tmp_path, compress):
     rng = np.random.default_rng(0)
-    images = {s: rng.integers(0, 256, (n, 28, 28), dtype=np.uint8) for s, n in [("train", 7), ("test", 3)]}
+    images = {
+        s: rng.integers(0, 256, (n, 28, 28), dtype=np.uint8) for s, n in [("train", 7), ("test", 3)]
+    }
     labels = {s: rng.integers(0, 10, len(images[s]), dtype=np.uint8) for s in images}
     suffix = ".gz" if compress else ""
     for split, (img_stem, lbl_stem) in idx.IDX_FILES.items():
@@ -89,7 +91,9 @@ def test_each_epoch_is_a_permutation(tmp_path):
 
 def test_processes_see_their_rows_of_the_same_global_batch(tmp_path):
     whole = next(_array_input(tmp_path).train(4))
-    parts = [next(_array_input(tmp_path, process_index=i, process_count=2).train(4)) for i in range(2)]
+    parts = [
+        next(_array_input(tmp_path, process_index=i, process_count=2).train(4)) for i in range(2)
+    ]
     for key in ("image", "label"):
         np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), whole[key])
 
@@ -116,8 +120,15 @@ def test_eval_batches_cover_every_example_once(process_count):
     normalize = pipeline.Normalizer((0.0,), (1.0,))
     seen, steps = [], []
     for p in range(process_count):
-        batches = list(pipeline.eval_batches(split, global_batch_size=batch, normalize=normalize,
-                                             process_index=p, process_count=process_count))
+        batches = list(
+            pipeline.eval_batches(
+                split,
+                global_batch_size=batch,
+                normalize=normalize,
+                process_index=p,
+                process_count=process_count,
+            )
+        )
         steps.append(len(batches))
         for b in batches:
             assert b["label"].shape == (batch // process_count,)
@@ -127,24 +138,47 @@ def test_eval_batches_cover_every_example_once(process_count):
 
 
 def test_unprepared_tfds_dataset_fails_at_once(tmp_path):
-    cfg = types.SimpleNamespace(dataset="cifar10", source="tfds", path="", data_dir=str(tmp_path),
-                                download=False, validation_fraction=0.2)
+    cfg = types.SimpleNamespace(
+        dataset="cifar10",
+        source="tfds",
+        path="",
+        data_dir=str(tmp_path),
+        download=False,
+        validation_fraction=0.2,
+    )
     start = time.time()
     with pytest.raises(DatasetNotPreparedError, match="tfds build cifar10"):
-        sources.load_splits(tiny_config("x", **{"data.dataset": "cifar10", "data.source": "tfds",
-                                                "data.data_dir": str(tmp_path)}).data)
+        sources.load_splits(
+            tiny_config(
+                "x",
+                **{
+                    "data.dataset": "cifar10",
+                    "data.source": "tfds",
+                    "data.data_dir": str(tmp_path),
+                },
+            ).data
+        )
     assert time.time() - start < 10
     del cfg
 
 
 def test_tfds_source_under_mock_data(tmp_path):
     tfds = pytest.importorskip("tensorflow_datasets")
-    cfg = tiny_config("", **{"data.dataset": "cifar10", "data.source": "tfds", "data.download": True,
-                              "data.data_dir": str(tmp_path)}).data
+    cfg = tiny_config(
+        "",
+        **{
+            "data.dataset": "cifar10",
+            "data.source": "tfds",
+            "data.download": True,
+            "data.data_dir": str(tmp_path),
+        },
+    ).data
     with tfds.testing.mock_data(num_examples=40):
         info, splits = sources.load_splits(cfg)
     assert info.num_classes == 10
-    assert splits["train"].images.shape == (30, 32, 32, 3) and splits["train"].images.dtype == np.uint8
+    assert (
+        splits["train"].images.shape == (30, 32, 32, 3) and splits["train"].images.dtype == np.uint8
+    )
     assert len(splits["validation"]) == 10 and len(splits["test"]) == 40
 
 

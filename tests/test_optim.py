@@ -16,11 +16,23 @@ def _config(**kw):
 
 
 def test_weight_decay_skips_biases_and_scales():
-    params = {"conv": {"kernel": jnp.ones((3, 3, 1, 2)), "bias": jnp.ones(2)}, "bn": {"scale": jnp.ones(2)}}
-    config = _config(**{"optimizer.name": "sgd", "optimizer.weight_decay": 0.1,
-                        "optimizer.learning_rate": 1.0, "optimizer.momentum": 0.0})
+    params = {
+        "conv": {"kernel": jnp.ones((3, 3, 1, 2)), "bias": jnp.ones(2)},
+        "bn": {"scale": jnp.ones(2)},
+    }
+    config = _config(
+        **{
+            "optimizer.name": "sgd",
+            "optimizer.weight_decay": 0.1,
+            "optimizer.learning_rate": 1.0,
+            "optimizer.momentum": 0.0,
+        }
+    )
     tx = create_optimizer(config, steps_per_epoch=10, total_steps=100)
-    zeros = {"conv": {"kernel": jnp.zeros((3, 3, 1, 2)), "bias": jnp.zeros(2)}, "bn": {"scale": jnp.zeros(2)}}
+    zeros = {
+        "conv": {"kernel": jnp.zeros((3, 3, 1, 2)), "bias": jnp.zeros(2)},
+        "bn": {"scale": jnp.zeros(2)},
+    }
     updates, _ = tx.update(zeros, tx.init(params), params)
     np.testing.assert_allclose(updates["conv"]["kernel"], -0.1)
     np.testing.assert_allclose(updates["conv"]["bias"], 0.0)
@@ -29,8 +41,13 @@ def test_weight_decay_skips_biases_and_scales():
 
 
 def test_warmup_cosine_schedule_in_epochs():
-    config = _config(**{"schedule.name": "warmup_cosine", "schedule.warmup_epochs": 2.0,
-                        "optimizer.learning_rate": 0.4})
+    config = _config(
+        **{
+            "schedule.name": "warmup_cosine",
+            "schedule.warmup_epochs": 2.0,
+            "optimizer.learning_rate": 0.4,
+        }
+    )
     lr = create_learning_rate_schedule(config, steps_per_epoch=10, total_steps=100)
     assert float(lr(0)) == 0.0
     assert float(lr(10)) == pytest.approx(0.2)
@@ -40,15 +57,27 @@ def test_warmup_cosine_schedule_in_epochs():
 
 
 def test_step_schedule_boundaries_in_epochs():
-    config = _config(**{"schedule.name": "step", "schedule.decay_epochs": (2, 3),
-                        "schedule.decay_factor": 0.1, "optimizer.learning_rate": 1.0})
+    config = _config(
+        **{
+            "schedule.name": "step",
+            "schedule.decay_epochs": (2, 3),
+            "schedule.decay_factor": 0.1,
+            "optimizer.learning_rate": 1.0,
+        }
+    )
     lr = create_learning_rate_schedule(config, steps_per_epoch=5, total_steps=20)
     assert [round(float(lr(s)), 6) for s in (9, 10, 14, 15)] == [1.0, 0.1, 0.1, 0.01]
 
 
 def test_gradient_clipping():
-    config = _config(**{"optimizer.name": "sgd", "optimizer.momentum": 0.0,
-                        "optimizer.learning_rate": 1.0, "optimizer.grad_clip_norm": 1.0})
+    config = _config(
+        **{
+            "optimizer.name": "sgd",
+            "optimizer.momentum": 0.0,
+            "optimizer.learning_rate": 1.0,
+            "optimizer.grad_clip_norm": 1.0,
+        }
+    )
     tx = create_optimizer(config, 1, 1)
     grads = {"w": jnp.array([3.0, 4.0])}
     updates, _ = tx.update(grads, tx.init(grads), grads)

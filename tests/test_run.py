@@ -13,13 +13,22 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "JAX_PLATFORMS": "cpu"}
 
 
 def _run(args, timeout=300):
-    return subprocess.run([sys.executable, *args], cwd=ROOT, env=ENV, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_config_typo_names_the_nearest_key(tmp_path):
-    result = _run(["run.py", "--config", "configs/fashion_mnist.py", "--config.num_epoch=1",
-                   "--workdir", str(tmp_path)])
+    result = _run(
+        [
+            "run.py",
+            "--config",
+            "configs/fashion_mnist.py",
+            "--config.num_epoch=1",
+            "--workdir",
+            str(tmp_path),
+        ]
+    )
     assert result.returncode != 0
     assert 'Did you mean "num_epochs"' in result.stderr
     assert "Traceback" not in result.stderr
@@ -33,8 +42,16 @@ def test_missing_config_file_is_reported(tmp_path):
 
 def test_unprepared_tfds_dataset_fails_fast_with_instructions(tmp_path):
     start = time.time()
-    result = _run(["run.py", "--config", "configs/cifar10.py", "--workdir", str(tmp_path / "w"),
-                   f"--config.data.data_dir={tmp_path}"])
+    result = _run(
+        [
+            "run.py",
+            "--config",
+            "configs/cifar10.py",
+            "--workdir",
+            str(tmp_path / "w"),
+            f"--config.data.data_dir={tmp_path}",
+        ]
+    )
     assert time.time() - start < 60
     assert result.returncode != 0
     assert "not prepared" in result.stderr and "--config.data.download=True" in result.stderr
@@ -51,10 +68,21 @@ with tfds.testing.mock_data(num_examples=64):
 
 def test_cifar10_config_end_to_end_on_mock_data(tmp_path):
     workdir = tmp_path / "cifar10"
-    result = _run(["-c", MOCK_RUN, "--config", "configs/cifar10.py", "--workdir", str(workdir),
-                   "--config.data.download=True", "--config.num_epochs=2",
-                   "--config.batch_size=16", "--config.eval_batch_size=20",
-                   "--config.compilation_cache_dir="])
+    result = _run(
+        [
+            "-c",
+            MOCK_RUN,
+            "--config",
+            "configs/cifar10.py",
+            "--workdir",
+            str(workdir),
+            "--config.data.download=True",
+            "--config.num_epochs=2",
+            "--config.batch_size=16",
+            "--config.eval_batch_size=20",
+            "--config.compilation_cache_dir=",
+        ]
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     with open(workdir / "test_metrics.json") as f:
         metrics = json.load(f)
@@ -65,13 +93,24 @@ def test_cifar10_config_end_to_end_on_mock_data(tmp_path):
     assert os.path.isdir(workdir / "tensorboard") and os.path.isfile(workdir / "config.json")
 
 
-@pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"),
-                    reason="apt-get install dataset-fashion-mnist")
+@pytest.mark.skipif(
+    not os.path.isdir("/usr/share/datasets/fashion-mnist"),
+    reason="apt-get install dataset-fashion-mnist",
+)
 def test_seed_cnn_learns_real_fashion_mnist(tmp_path):
     """One epoch of the seed's recipe on the real data; the full 10 epochs reach ~90.5%."""
     workdir = tmp_path / "fmnist"
-    result = _run(["run.py", "--config", "configs/fashion_mnist.py", "--workdir", str(workdir),
-                   "--config.num_epochs=1", "--config.progress_bar=False"])
+    result = _run(
+        [
+            "run.py",
+            "--config",
+            "configs/fashion_mnist.py",
+            "--workdir",
+            str(workdir),
+            "--config.num_epochs=1",
+            "--config.progress_bar=False",
+        ]
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     with open(workdir / "test_metrics.json") as f:
         metrics = json.load(f)

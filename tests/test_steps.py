@@ -60,8 +60,12 @@ def test_eval_sums_match_a_numpy_reference_with_padding():
     state = _state()
     n, batch_size = 53, 16  # the last batch is padded
     data = _batch(n, seed=1)
-    logits = np.asarray(state.apply_fn({"params": state.params, "batch_stats": state.batch_stats},
-                                       data["image"], train=False), np.float64)
+    logits = np.asarray(
+        state.apply_fn(
+            {"params": state.params, "batch_stats": state.batch_stats}, data["image"], train=False
+        ),
+        np.float64,
+    )
     labels = np.asarray(data["label"])
     log_probs = logits - logits.max(1, keepdims=True)
     log_probs -= np.log(np.exp(log_probs).sum(1, keepdims=True))
@@ -76,7 +80,11 @@ def test_eval_sums_match_a_numpy_reference_with_padding():
         idx = np.arange(start, start + batch_size)
         mask = (idx < n).astype(np.float32)
         idx = np.where(idx < n, idx, 0)
-        batch = {"image": data["image"][idx], "label": data["label"][idx], "mask": jnp.asarray(mask)}
+        batch = {
+            "image": data["image"][idx],
+            "label": data["label"][idx],
+            "mask": jnp.asarray(mask),
+        }
         total = add_sums(total, jax.device_get(step(state, batch)))
     got = summarize(total)
     assert got["num_examples"] == n
@@ -94,7 +102,9 @@ def test_topk_rule_against_numpy():
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(200, 10)).astype(np.float32)
     labels = rng.integers(0, 10, 200)
-    sums = classification_sums(jnp.asarray(logits), jnp.asarray(labels), jnp.ones(200), jnp.zeros(200))
+    sums = classification_sums(
+        jnp.asarray(logits), jnp.asarray(labels), jnp.ones(200), jnp.zeros(200)
+    )
     top5 = np.argsort(-logits, axis=1)[:, :5]
     expected = np.mean([labels[i] in top5[i] for i in range(200)])
     assert float(sums["correct_top5"]) / 200 == pytest.approx(expected)

@@ -25,10 +25,19 @@ TINY_TRAIN, TINY_TEST = 53, 23  # 23 divides neither the eval batch (6) nor the 
 
 def data_config(data_dir: str, **overrides) -> types.SimpleNamespace:
     fields = dict(
-        dataset="imagenet2012", source="auto", path="", data_dir=data_dir, download=True,
-        validation_fraction=0.1, test_fraction=0.0, num_classes=0,
-        augment="inception_crop_flip", crop_padding=4,
-        image_size=32, eval_resize=36, shuffle_buffer=8,
+        dataset="imagenet2012",
+        source="auto",
+        path="",
+        data_dir=data_dir,
+        download=True,
+        validation_fraction=0.1,
+        test_fraction=0.0,
+        num_classes=0,
+        augment="inception_crop_flip",
+        crop_padding=4,
+        image_size=32,
+        eval_resize=36,
+        shuffle_buffer=8,
     )
     fields.update(overrides)
     return types.SimpleNamespace(**fields)
@@ -169,17 +178,26 @@ def tiny_dir(tmp_path_factory):
 def tiny_input(tiny_dir, monkeypatch):
     def make(process_index=0, process_count=1, test_split="validation", **overrides):
         info = datasets.DatasetInfo(
-            name="tiny_stream", num_classes=TINY_TRAIN + TINY_TEST, image_shape=(32, 32, 3),
-            mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), tfds_name="flaxcls_tiny_stream",
-            test_split=test_split, streaming=True,
+            name="tiny_stream",
+            num_classes=TINY_TRAIN + TINY_TEST,
+            image_shape=(32, 32, 3),
+            mean=(0.5, 0.5, 0.5),
+            std=(0.25, 0.25, 0.25),
+            tfds_name="flaxcls_tiny_stream",
+            test_split=test_split,
+            streaming=True,
         )
         monkeypatch.setitem(datasets.DATASETS, "tiny_stream", info)
         cfg = data_config(
             tiny_dir, dataset="tiny_stream", download=False, validation_fraction=0.2, **overrides
         )
         return build_input(
-            cfg, global_batch_size=6, eval_batch_size=6, seed=0,
-            process_index=process_index, process_count=process_count,
+            cfg,
+            global_batch_size=6,
+            eval_batch_size=6,
+            seed=0,
+            process_index=process_index,
+            process_count=process_count,
         )
 
     return make

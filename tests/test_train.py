@@ -14,8 +14,12 @@ from tests.helpers import tiny_config, write_npz
 
 def _params(workdir, config):
     """Final parameters of the run in `workdir`, restored from its latest checkpoint."""
-    inputs = build_input(config.data, global_batch_size=config.batch_size,
-                         eval_batch_size=config.eval_batch_size, seed=config.seed)
+    inputs = build_input(
+        config.data,
+        global_batch_size=config.batch_size,
+        eval_batch_size=config.eval_batch_size,
+        seed=config.seed,
+    )
     model = train_lib.create_model(config, inputs.info.num_classes)
     tx = train_lib.create_optimizer(config, inputs.steps_per_epoch(), config.num_train_steps)
     mesh = train_lib.sharding.make_mesh()
@@ -46,8 +50,14 @@ def _crash_after(n_batches, monkeypatch):
 
 @pytest.mark.parametrize("model,augment", [("seed_cnn", "crop_flip"), ("cifar_resnet20", "none")])
 def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path, monkeypatch, model, augment):
-    overrides = {"model.name": model, "data.augment": augment, "checkpoint_every_steps": 3,
-                 "num_train_steps": 10, "schedule.name": "cosine", "model.dropout_rate": 0.2}
+    overrides = {
+        "model.name": model,
+        "data.augment": augment,
+        "checkpoint_every_steps": 3,
+        "num_train_steps": 10,
+        "schedule.name": "cosine",
+        "model.dropout_rate": 0.2,
+    }
     config = tiny_config(write_npz(str(tmp_path)), **overrides)
     straight = str(tmp_path / "straight")
     train_lib.train_and_evaluate(config, straight)
@@ -62,8 +72,11 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path, monkeypatch,
 
     a, b = _params(straight, config), _params(interrupted, config)
     assert int(a.step) == int(b.step) == 10
-    for x, y in zip(jax.tree.leaves((a.params, a.batch_stats, a.opt_state)),
-                    jax.tree.leaves((b.params, b.batch_stats, b.opt_state)), strict=True):
+    for x, y in zip(
+        jax.tree.leaves((a.params, a.batch_stats, a.opt_state)),
+        jax.tree.leaves((b.params, b.batch_stats, b.opt_state)),
+        strict=True,
+    ):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     with open(os.path.join(straight, "test_metrics.json")) as f:
         straight_metrics = json.load(f)
@@ -92,9 +105,10 @@ def test_run_writes_results_and_learns(tmp_path):
 
 
 def test_non_finite_loss_stops_with_the_step(tmp_path):
-    config = tiny_config(write_npz(str(tmp_path)), **{"optimizer.learning_rate": 1e12,
-                                                      "optimizer.name": "sgd",
-                                                      "optimizer.momentum": 0.0})
+    config = tiny_config(
+        write_npz(str(tmp_path)),
+        **{"optimizer.learning_rate": 1e12, "optimizer.name": "sgd", "optimizer.momentum": 0.0},
+    )
     with pytest.raises(FloatingPointError, match="Non-finite training loss at step"):
         train_lib.train_and_evaluate(config, str(tmp_path / "run"))
 

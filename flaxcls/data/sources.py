@@ -88,7 +88,8 @@ def _load_idx(info: DatasetInfo, data_config: Any, path: str) -> dict[str, Array
     if not idx.has_idx_files(path):
         raise FileNotFoundError(
             f"No MNIST-style IDX files in {path!r}: expected train-images-idx3-ubyte[.gz], "
-            "train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]."
+            "train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz] and "
+            "t10k-labels-idx1-ubyte[.gz]."
         )
     return {split: ArraySplit(*idx.load_idx_split(path, split)) for split in idx.IDX_FILES}
 
