@@ -33,7 +33,10 @@ class Checkpointer:
         self.manager = ocp.CheckpointManager(
             os.path.abspath(directory),
             options=ocp.CheckpointManagerOptions(
-                preservation_policy=policy, cleanup_tmp_directories=True
+                preservation_policy=policy,
+                best_fn=lambda metrics: metrics[best_metric],  # what best_step() ranks by
+                best_mode="max",
+                cleanup_tmp_directories=True,
             ),
         )
 

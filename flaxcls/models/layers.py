@@ -22,7 +22,13 @@ lecun_normal = nn.initializers.lecun_normal()
 def batch_norm(train: bool, dtype: Any, **overrides: Any) -> ModuleDef:
     """BatchNorm as torchvision sets it up: running averages in eval, updated in train."""
     kwargs = dict(
-        use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, dtype=dtype
+        use_running_average=not train,
+        momentum=BN_MOMENTUM,
+        epsilon=BN_EPSILON,
+        dtype=dtype,
+        # E[(x - mean)^2] rather than E[x^2] - mean^2: no cancellation when |mean| >> std,
+        # so results do not hinge on the summation order (one device vs many).
+        use_fast_variance=False,
     )
     return functools.partial(nn.BatchNorm, **(kwargs | overrides))
 
