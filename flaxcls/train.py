@@ -181,13 +181,15 @@ class TrainLoop:
                     self._periodic_actions(state, step, bar)
         return state
 
+    def _due(self, step: int, every: int) -> bool:
+        """True every `every` steps (never when `every` <= 0) and at the last step."""
+        return (every > 0 and step % every == 0) or step == self.total_steps
+
     def _periodic(self, step: int) -> bool:
         cfg = self.config
-        return (
-            step % cfg.log_every_steps == 0
-            or step % self.eval_every == 0
-            or (cfg.checkpoint_every_steps > 0 and step % cfg.checkpoint_every_steps == 0)
-            or step == self.total_steps
+        return any(
+            self._due(step, every)
+            for every in (cfg.log_every_steps, self.eval_every, cfg.checkpoint_every_steps)
         )
 
     def _record(self, step: int, sums: Any) -> None:
@@ -202,28 +204,24 @@ class TrainLoop:
         self.window_steps += 1
 
     def _periodic_actions(self, state: TrainState, step: int, bar) -> None:
-        cfg = self.config
-        if self.window is not None and (
-            step % cfg.log_every_steps == 0
-            or step % self.eval_every == 0
-            or step == self.total_steps
-        ):
+        validate = self._due(step, self.eval_every)
+        if self.window is not None and (validate or self._due(step, self.config.log_every_steps)):
             self._log_train(step, bar)
-        val = None
-        if step % self.eval_every == 0 or step == self.total_steps:
-            if self.inputs.split_sizes.get("validation", 0):
-                val = evaluate(self.p_eval, state, self.inputs, "validation", self.mesh)
-                self.log.write_scalars(step, {f"val_{k}": v for k, v in val.items()})
-                if self.is_main:
-                    bar.write(
-                        f"step {step}: val_accuracy {val['accuracy']:.4f} "
-                        f"val_loss {val['loss']:.4f}"
-                    )
-            metrics = {"val_accuracy": val["accuracy"]} if val else None
-            self.checkpointer.save(state, metrics)
-        elif cfg.checkpoint_every_steps > 0 and step % cfg.checkpoint_every_steps == 0:
+        if validate:
+            val = self._validate(state, step, bar)
+            self.checkpointer.save(state, {"val_accuracy": val["accuracy"]} if val else None)
+        elif self._due(step, self.config.checkpoint_every_steps):
             self.checkpointer.save(state)
-        self.window_start = time.perf_counter()
+        self.window_start = time.perf_counter()  # throughput leaves validation and saves out
+
+    def _validate(self, state: TrainState, step: int, bar) -> dict | None:
+        if not self.inputs.split_sizes.get("validation", 0):
+            return None
+        val = evaluate(self.p_eval, state, self.inputs, "validation", self.mesh)
+        self.log.write_scalars(step, {f"val_{k}": v for k, v in val.items()})
+        if self.is_main:
+            bar.write(f"step {step}: val_accuracy {val['accuracy']:.4f} val_loss {val['loss']:.4f}")
+        return val
 
     def _log_train(self, step: int, bar) -> None:
         elapsed = time.perf_counter() - self.window_start
