@@ -1,11 +1,12 @@
-"""The seed's CNN with a better recipe on Fashion-MNIST: crop + flip augmentation, AdamW with
-warmup + cosine decay, label smoothing, dropout before the classifier, 15 epochs.
+"""The seed's CNN with a better recipe on Fashion-MNIST: horizontal flips, AdamW with warmup and
+cosine decay, label smoothing 0.1, 15 epochs.
 
   python run.py --config configs/fashion_mnist_cnn_plus.py --workdir runs/fashion_mnist_cnn_plus
 
-The same 93k-parameter model as configs/fashion_mnist.py. The published 2-conv TensorFlow
-baseline of the Fashion-MNIST benchmark table reaches 91.6%; see the README's "Results" for
-what this recipe measured here and how long it took.
+The same 93k-parameter model and 20% validation hold-out as configs/fashion_mnist.py. Measured
+on 2 CPU cores: 91.9% test accuracy in about 4 minutes, above the 91.6% of the 2-conv
+TensorFlow baseline in the Fashion-MNIST benchmark table. (Random crops as well, or dropout,
+left this small model under-fitting: 91.3%.)
 """
 
 import ml_collections
@@ -15,9 +16,7 @@ from configs import fashion_mnist
 
 def get_config() -> ml_collections.ConfigDict:
     config = fashion_mnist.get_config()
-    config.data.augment = "crop_flip"
-    config.data.crop_padding = 2
-    config.model.dropout_rate = 0.25
+    config.data.augment = "flip"
     config.num_epochs = 15.0
     config.optimizer.name = "adamw"
     config.optimizer.learning_rate = 2e-3
