@@ -49,36 +49,71 @@ def _mask(batch: Batch) -> jax.Array:
     return batch.get("mask", jnp.ones(batch["label"].shape, jnp.float32))
 
 
+def _psum(x: Any, axis_name: str | None) -> Any:
+    return x if axis_name is None else jax.lax.psum(x, axis_name)
+
+
+def _varying_axes(x: jax.Array) -> frozenset:
+    aval = jax.typeof(x)
+    manual = getattr(aval, "manual_axis_type", None)  # jax >= 0.10; `vma` before
+    return manual.varying if manual is not None else getattr(aval, "vma", frozenset())
+
+
+def _sum_grads(grads: Any, image: jax.Array, axis_name: str | None) -> Any:
+    # shard_map with check_vma (its default) types the batch as varying over the axis, and
+    # autodiff then sums the gradients of replicated parameters itself; under pmap or
+    # check_vma=False every device holds only its own gradient.
+    if axis_name is None or axis_name in _varying_axes(image):
+        return grads
+    return jax.lax.psum(grads, axis_name)
+
+
 def train_step(
-    state: TrainState, batch: Batch, *, label_smoothing: float = 0.0
+    state: TrainState,
+    batch: Batch,
+    *,
+    label_smoothing: float = 0.0,
+    axis_name: str | None = None,
 ) -> tuple[TrainState, Sums]:
-    """One optimiser update on `batch` ({'image', 'label'[, 'mask']}); returns masked sums."""
-    dropout_rng = jax.random.fold_in(state.rng, state.step)
+    """One optimiser update on `batch` ({'image', 'label'[, 'mask']}); returns masked sums.
+
+    Under `jax.jit` the batch may be sharded over any mesh and nothing needs naming. Under
+    `jax.pmap` or `shard_map`, pass the mapped `axis_name`: the loss is normalised by the
+    global example count and gradients and sums are summed over the axis, so every device
+    applies the same update as one big batch would. (BatchNorm statistics are global too when
+    the model is built with the same axis name: `get_model(..., axis_name=...)`.)
+    """
+    rng = jax.random.fold_in(state.rng, state.step)
+    if axis_name is not None:  # each device draws its own dropout masks
+        rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
     mask = _mask(batch)
+    count = jnp.maximum(_psum(jnp.sum(mask), axis_name), 1.0)
 
     def loss_fn(params):
         logits, updates = state.apply_fn(
             {"params": params, "batch_stats": state.batch_stats},
             batch["image"],
             train=True,
-            rngs={"dropout": dropout_rng},
+            rngs={"dropout": rng},
             mutable=["batch_stats"],
         )
         per_example = cross_entropy(logits, batch["label"], label_smoothing)
-        loss = jnp.sum(per_example * mask) / jnp.maximum(jnp.sum(mask), 1.0)
-        return loss, (logits, per_example, updates)
+        return jnp.sum(per_example * mask) / count, (logits, per_example, updates)
 
     grads, (logits, per_example, updates) = jax.grad(loss_fn, has_aux=True)(state.params)
+    grads = _sum_grads(grads, batch["image"], axis_name)
     state = state.apply_gradients(
         grads=grads, batch_stats=updates.get("batch_stats", state.batch_stats)
     )
-    return state, classification_sums(logits, batch["label"], mask, per_example)
+    sums = classification_sums(logits, batch["label"], mask, per_example)
+    return state, _psum(sums, axis_name)
 
 
-def eval_step(state: TrainState, batch: Batch) -> Sums:
-    """Masked sums of loss and hits with BatchNorm running statistics."""
+def eval_step(state: TrainState, batch: Batch, *, axis_name: str | None = None) -> Sums:
+    """Masked sums of loss and hits with BatchNorm running statistics (summed over `axis_name`)."""
     logits = state.apply_fn(
         {"params": state.params, "batch_stats": state.batch_stats}, batch["image"], train=False
     )
     per_example = cross_entropy(logits, batch["label"])
-    return classification_sums(logits, batch["label"], _mask(batch), per_example)
+    sums = classification_sums(logits, batch["label"], _mask(batch), per_example)
+    return _psum(sums, axis_name)

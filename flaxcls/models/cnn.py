@@ -22,6 +22,7 @@ class SeedCNN(nn.Module):
     num_classes: int
     dtype: Any = jnp.float32
     dropout_rate: float = 0.0
+    axis_name: str | None = None  # accepted for a uniform interface; no BatchNorm here
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:

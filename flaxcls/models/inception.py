@@ -165,12 +165,15 @@ class InceptionV3(nn.Module):
     num_classes: int
     dtype: Any = jnp.float32
     dropout_rate: float = 0.0
+    axis_name: str | None = None  # pmap/shard_map axis for global BatchNorm statistics
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         # torchvision's BasicConv2d uses BatchNorm eps 1e-3.
         conv = functools.partial(
-            ConvBN, norm=batch_norm(train, self.dtype, epsilon=1e-3), dtype=self.dtype
+            ConvBN,
+            norm=batch_norm(train, self.dtype, epsilon=1e-3, axis_name=self.axis_name),
+            dtype=self.dtype,
         )
         x = conv(32, (3, 3), strides=2, name="Conv2d_1a_3x3")(x)
         x = conv(32, (3, 3), name="Conv2d_2a_3x3")(x)
@@ -236,10 +239,11 @@ class InceptionSmall(nn.Module):
     num_classes: int
     dtype: Any = jnp.float32
     dropout_rate: float = 0.0
+    axis_name: str | None = None  # pmap/shard_map axis for global BatchNorm statistics
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        norm = batch_norm(train, self.dtype, use_scale=False)
+        norm = batch_norm(train, self.dtype, use_scale=False, axis_name=self.axis_name)
         conv = functools.partial(ConvBN, norm=norm, padding="SAME", dtype=self.dtype)
         x = conv(96, (3, 3), name="stem_conv")(x)
         x = SmallInception(32, 32, conv, name="inception1")(x)

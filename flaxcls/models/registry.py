@@ -27,9 +27,20 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 
 
 def get_model(
-    name: str, *, num_classes: int, dtype: Any = jnp.float32, dropout_rate: float = 0.0
+    name: str,
+    *,
+    num_classes: int,
+    dtype: Any = jnp.float32,
+    dropout_rate: float = 0.0,
+    axis_name: str | None = None,
 ) -> nn.Module:
-    """The model registered as `name`; an unknown name is a ValueError listing the valid names."""
+    """The model registered as `name`; an unknown name is a ValueError listing the valid names.
+
+    `axis_name` is only for `jax.pmap` / `shard_map` users: BatchNorm then averages its batch
+    statistics over that mapped axis. Under `jax.jit` the statistics are global without it.
+    """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; valid names: {', '.join(sorted(MODELS))}")
-    return MODELS[name](num_classes=num_classes, dtype=dtype, dropout_rate=dropout_rate)
+    return MODELS[name](
+        num_classes=num_classes, dtype=dtype, dropout_rate=dropout_rate, axis_name=axis_name
+    )

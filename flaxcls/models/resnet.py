@@ -113,11 +113,12 @@ class ResNet(nn.Module):
     zero_init_last_bn: bool = False
     dtype: Any = jnp.float32
     dropout_rate: float = 0.0
+    axis_name: str | None = None  # pmap/shard_map axis for global BatchNorm statistics
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype, kernel_init=he_normal)
-        norm = batch_norm(train, self.dtype)
+        norm = batch_norm(train, self.dtype, axis_name=self.axis_name)
         k = self.stem_kernel
         x = conv(self.num_filters, (k, k), self.stem_strides, padding=k // 2, name="stem_conv")(x)
         x = nn.relu(norm(name="stem_bn")(x))

@@ -51,6 +51,7 @@ class WideResNet(nn.Module):
     num_classes: int
     dtype: Any = jnp.float32
     dropout_rate: float = 0.0
+    axis_name: str | None = None  # pmap/shard_map axis for global BatchNorm statistics
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -58,7 +59,7 @@ class WideResNet(nn.Module):
             raise ValueError(f"WideResNet depth must be 6n+4, got {self.depth}")
         blocks_per_stage = (self.depth - 4) // 6
         conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype, kernel_init=he_normal)
-        norm = batch_norm(train, self.dtype)
+        norm = batch_norm(train, self.dtype, axis_name=self.axis_name)
         dropout = functools.partial(nn.Dropout, self.dropout_rate, deterministic=not train)
         x = conv(16, (3, 3), padding=1, name="stem_conv")(x)
         for i in range(3):

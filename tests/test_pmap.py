@@ -1,0 +1,98 @@
+"""The pure step under jit with shardings, under jax.pmap and under shard_map: the same updates."""
+
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+SCRIPT = """
+import functools
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from flaxcls import create_train_state, eval_step, get_model, train_step
+from flaxcls.sharding import make_mesh
+
+assert jax.device_count() == 8
+rng = np.random.default_rng(0)
+batches = []
+for _ in range(4):
+    labels = rng.integers(0, 10, 32)
+    images = rng.normal(size=(32, 16, 16, 3)).astype(np.float32)
+    images[np.arange(32), :, :, labels % 3] += 1.0
+    mask = np.ones(32, np.float32)
+    mask[-5:] = 0.0  # masked examples must not count, whatever the layout
+    batches.append({"image": images, "label": labels.astype(np.int32), "mask": mask})
+
+def init(axis_name=None):
+    model = get_model("cifar_resnet20", num_classes=10, axis_name=axis_name)
+    tx = optax.sgd(0.01, momentum=0.9)
+    return create_train_state(model, tx, jax.random.PRNGKey(0), (16, 16, 3))
+
+# 1) jit over a mesh: batch sharded on `data`, state replicated.
+mesh = make_mesh()
+state = init()
+step = jax.jit(train_step, in_shardings=(NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))))
+for b in batches:
+    state, jit_sums = step(state, b)
+jit_eval = jax.jit(eval_step)(state, batches[0])
+
+# 2) pmap with a named axis, the batch split into 8 rows of 4.
+pstate = jax.tree.map(lambda x: jnp.stack([x] * 8), init("batch"))
+pstep = jax.pmap(functools.partial(train_step, axis_name="batch"), axis_name="batch")
+split = lambda b: jax.tree.map(lambda x: x.reshape(8, -1, *x.shape[1:]), b)
+for b in batches:
+    pstate, pmap_sums = pstep(pstate, split(b))
+pmap_eval = jax.pmap(functools.partial(eval_step, axis_name="batch"), axis_name="batch")(
+    pstate, split(batches[0]))
+
+# 3) shard_map over the same mesh, with and without its replication checks (autodiff sums
+#    the gradients of replicated parameters itself only when the checks are on).
+smap = {}
+for check_vma in (True, False):
+    sstate = init("data")
+    sstep = jax.jit(jax.shard_map(functools.partial(train_step, axis_name="data"), mesh=mesh,
+                                  in_specs=(P(), P("data")), out_specs=(P(), P()),
+                                  check_vma=check_vma))
+    for b in batches:
+        sstate, smap_sums = sstep(sstate, b)
+    smap[check_vma] = (sstate, smap_sums)
+
+def close(a, b, what):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-5, err_msg=what)
+
+replica0 = lambda t: jax.tree.map(lambda x: x[0], t)
+close(state.params, replica0(pstate.params), "pmap params")
+close(state.batch_stats, replica0(pstate.batch_stats), "pmap batch_stats")
+close(jit_sums, replica0(pmap_sums), "pmap metrics")
+close(jit_eval, replica0(pmap_eval), "pmap eval")
+for check_vma, (sstate, smap_sums) in smap.items():
+    close(state.params, sstate.params, f"shard_map(check_vma={check_vma}) params")
+    close(state.batch_stats, sstate.batch_stats, f"shard_map(check_vma={check_vma}) batch_stats")
+    close(jit_sums, smap_sums, f"shard_map(check_vma={check_vma}) metrics")
+assert float(jit_sums["count"]) == 27.0
+print("OK")
+"""
+
+
+def test_jit_pmap_and_shard_map_agree():
+    env = {
+        **os.environ,
+        "JAX_PLATFORMS": "cpu",
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "OK" in result.stdout
