@@ -20,10 +20,8 @@ Imports are left out of both and reported apart.
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -33,6 +31,8 @@ from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # `configs` and `flaxcls` import from the repository root
+
+from common import machine, versions, write_json  # noqa: E402
 
 DATA_DIR = "/usr/share/datasets/fashion-mnist"
 VALIDATION_SPLIT = 0.2
@@ -257,32 +257,6 @@ def run_child(framework: str, args: argparse.Namespace) -> dict[str, Any]:
             return json.load(f)
 
 
-def cpu_model() -> str:
-    """platform.processor() is often empty on Linux; /proc/cpuinfo names the CPU there."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
-
-
-def versions() -> dict[str, str]:
-    found = {"python": platform.python_version()}
-    for package in PACKAGES:
-        try:
-            found[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            # tensorflow-cpu installs the `tensorflow` module under another distribution name.
-            try:
-                found[package] = importlib.metadata.version(f"{package}-cpu")
-            except importlib.metadata.PackageNotFoundError:
-                found[package] = "not installed"
-    return found
-
-
 def ratios(keras: dict[str, Any], flax: dict[str, Any]) -> dict[str, float]:
     """flaxcls / Keras: above 1 means more images/s, or more seconds, for flaxcls."""
     return {key: flax[key] / keras[key] for key in ("images_per_sec", "fit_wall_s", "total_wall_s")}
@@ -307,13 +281,6 @@ def print_table(results: dict[str, dict[str, Any]], ratio: dict[str, float]) -> 
     )
 
 
-def write_json(path: str, obj: dict[str, Any]) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-
-
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.only:
@@ -328,13 +295,8 @@ def main(argv: list[str] | None = None) -> None:
         {
             "benchmark": "keras_seed",
             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "machine": {
-                "platform": platform.platform(),
-                "cpu_count": os.cpu_count(),
-                "processor": platform.processor(),
-                "cpu_model": cpu_model(),
-            },
-            "versions": versions(),
+            "machine": machine(),
+            "versions": versions(PACKAGES),
             "settings": {
                 "dataset": "fashion_mnist",
                 "data_dir": DATA_DIR,

@@ -4,7 +4,7 @@
 
 Reads the original IDX files installed by `apt-get install dataset-fashion-mnist`
 (/usr/share/datasets/fashion-mnist), or tfds's `fashion_mnist` when they are absent.
-Expect ~90.5% test accuracy in about 3 minutes on 2 CPU cores (README, "Results").
+Measured: 90.66% test accuracy in 2 min 45 s on 2 CPU cores (README, "Results").
 """
 
 import ml_collections
