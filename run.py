@@ -2,7 +2,9 @@
 
   python run.py --config configs/fashion_mnist.py --workdir runs/fmnist [--config.num_epochs=1]
 
-Restarting with the same workdir resumes from its latest checkpoint.
+Restarting with the same workdir resumes from its latest checkpoint. Several processes (hosts)
+run the same command with `--distributed` (TPU VM, SLURM) or with an explicit coordinator:
+  python run.py --config ... --coordinator_address=10.0.0.1:1234 --num_processes=2 --process_id=0
 """
 
 from __future__ import annotations
@@ -22,6 +24,15 @@ flags.DEFINE_string(
     "workdir", None, "Where checkpoints, metrics and results go. Default: runs/<config file name>."
 )
 flags.DEFINE_enum("mode", "train", ["train"], "What to do.")
+flags.DEFINE_bool(
+    "distributed",
+    False,
+    "Join a multi-process run with jax.distributed (implied by --coordinator_address). "
+    "On TPU VMs and SLURM the cluster provides the coordinator and process ids.",
+)
+flags.DEFINE_string("coordinator_address", "", "host:port of process 0, for multi-process runs.")
+flags.DEFINE_integer("num_processes", 0, "Number of processes, with --coordinator_address.")
+flags.DEFINE_integer("process_id", -1, "This process's id (0..num_processes-1).")
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -65,16 +76,31 @@ def main(argv: list[str]) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if not FLAGS["verbosity"].present:  # orbax and tfds log every file operation at INFO
         logging.set_verbosity(logging.WARNING)
+    from flaxcls import distributed
     from flaxcls.data import DatasetNotPreparedError
+    from flaxcls.errors import ConfigError
+    from flaxcls.preemption import Preempted
     from flaxcls.train import train_and_evaluate  # heavy imports after flags are checked
+
+    if FLAGS.distributed or FLAGS.coordinator_address:
+        try:
+            distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+        except ConfigError as e:
+            sys.exit(f"error: {e}")
 
     workdir = FLAGS.workdir or os.path.join(
         "runs", os.path.splitext(os.path.basename(_config_path(sys.argv) or "run"))[0]
     )
     try:
         train_and_evaluate(FLAGS.config, workdir)
-    except (DatasetNotPreparedError, FileNotFoundError) as e:  # what to fix, not a traceback
+    except (
+        ConfigError,
+        DatasetNotPreparedError,
+        FileNotFoundError,
+    ) as e:  # what to fix, not a traceback
         sys.exit(f"error: {e}")
+    except Preempted as e:  # a clean stop: the scheduler restarts the same command
+        print(e, file=sys.stderr)
 
 
 if __name__ == "__main__":

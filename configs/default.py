@@ -31,6 +31,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.eval_resize = 256  # streaming datasets: shorter side before the centre crop
     config.data.shuffle_buffer = 10_000  # streaming datasets: tf.data shuffle buffer
 
+    config.mesh = ml_collections.ConfigDict()
+    config.mesh.params = "replicated"  # replicated | fsdp: shard large leaves over the devices
+    config.mesh.fsdp_min_size = 2**16  # fsdp: leaves with fewer elements stay replicated
+
     config.batch_size = 64  # global: split over all devices and processes
     config.eval_batch_size = 500  # global; the last batch is padded and masked
     config.num_epochs = 10.0

@@ -12,6 +12,8 @@ from typing import Any
 import jax
 import optax
 
+from flaxcls.errors import ConfigError
+
 ScheduleFn = Callable[[Any, float, int, int], optax.Schedule]
 
 
@@ -53,7 +55,7 @@ def create_learning_rate_schedule(
     """`config.schedule.name` applied to `config.optimizer.learning_rate`."""
     name = config.schedule.name
     if name not in SCHEDULES:
-        raise ValueError(f"Unknown schedule {name!r}; choose one of {', '.join(SCHEDULES)}.")
+        raise ConfigError(f"Unknown schedule {name!r}; choose one of {', '.join(SCHEDULES)}.")
     return SCHEDULES[name](
         config.schedule, config.optimizer.learning_rate, steps_per_epoch, total_steps
     )
@@ -98,9 +100,9 @@ def create_optimizer(
     """Clipping (optional), then the named optimiser driven by the schedule."""
     cfg = config.optimizer
     if cfg.name not in OPTIMIZERS:
-        raise ValueError(f"Unknown optimizer {cfg.name!r}; choose one of {', '.join(OPTIMIZERS)}.")
+        raise ConfigError(f"Unknown optimizer {cfg.name!r}; choose one of {', '.join(OPTIMIZERS)}.")
     if cfg.learning_rate <= 0:
-        raise ValueError(f"optimizer.learning_rate={cfg.learning_rate} must be positive.")
+        raise ConfigError(f"optimizer.learning_rate={cfg.learning_rate} must be positive.")
     lr = create_learning_rate_schedule(config, steps_per_epoch, total_steps)
     tx = OPTIMIZERS[cfg.name](cfg, lr)
     if cfg.grad_clip_norm > 0:

@@ -1,12 +1,17 @@
-"""Devices as one mesh: the batch split over a `data` axis, the train state replicated."""
+"""Devices as one mesh: the batch split over a `data` axis; the train state replicated, or its
+large leaves sharded over the same axis (FSDP: XLA gathers each parameter where it is used)."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from flaxcls.errors import ConfigError
 
 DATA_AXIS = "data"
 
@@ -27,7 +32,7 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 def check_batch_size(batch_size: int, mesh: Mesh, name: str = "batch_size") -> None:
     devices = mesh.devices.size
     if batch_size % devices:
-        raise ValueError(
+        raise ConfigError(
             f"{name}={batch_size} does not divide over {devices} devices; use a multiple of "
             f"{devices} (e.g. {max(devices, batch_size // devices * devices)})."
         )
@@ -39,6 +44,39 @@ def to_global(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
     return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
 
 
-def state_shardings(abstract_state: Any, mesh: Mesh) -> Any:
-    """Shardings for every leaf of the state: replicated."""
-    return jax.tree.map(lambda _: replicated(mesh), abstract_state)
+def _replicated_spec(shape: tuple[int, ...], devices: int, min_size: int) -> PartitionSpec:
+    return PartitionSpec()
+
+
+def _fsdp_spec(shape: tuple[int, ...], devices: int, min_size: int) -> PartitionSpec:
+    """The largest dimension that divides over the devices is split; small leaves replicate."""
+    if devices == 1 or math.prod(shape) < min_size:
+        return PartitionSpec()
+    divisible = [d for d in range(len(shape)) if shape[d] % devices == 0]
+    if not divisible:
+        return PartitionSpec()
+    dim = max(divisible, key=lambda d: shape[d])
+    return PartitionSpec(*(DATA_AXIS if d == dim else None for d in range(len(shape))))
+
+
+PARAM_LAYOUTS: dict[str, Callable[[tuple[int, ...], int, int], PartitionSpec]] = {
+    "replicated": _replicated_spec,
+    "fsdp": _fsdp_spec,
+}
+
+
+def state_shardings(
+    abstract_state: Any, mesh: Mesh, layout: str = "replicated", min_size: int = 2**16
+) -> Any:
+    """Shardings for every leaf of the state under `layout` (a PARAM_LAYOUTS name).
+
+    The rule looks only at a leaf's shape, so optimiser moments shard as their parameters do.
+    """
+    if layout not in PARAM_LAYOUTS:
+        raise ConfigError(
+            f"mesh.params={layout!r}; choose one of {', '.join(sorted(PARAM_LAYOUTS))}."
+        )
+    rule, devices = PARAM_LAYOUTS[layout], mesh.shape[DATA_AXIS]
+    return jax.tree.map(
+        lambda x: NamedSharding(mesh, rule(tuple(x.shape), devices, min_size)), abstract_state
+    )

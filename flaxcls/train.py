@@ -18,8 +18,10 @@ from flaxcls import metrics as metrics_lib
 from flaxcls import sharding
 from flaxcls.checkpoint import Checkpointer
 from flaxcls.data import Input, build_input
+from flaxcls.errors import ConfigError
 from flaxcls.models import get_model
 from flaxcls.optim import create_optimizer
+from flaxcls.preemption import Preempted, PreemptionWatcher
 from flaxcls.steps import TrainState, create_train_state, eval_step, train_step
 from flaxcls.writers import MetricsLog
 
@@ -41,7 +43,7 @@ def total_train_steps(config: Any, steps_per_epoch: int) -> int:
 
 def create_model(config: Any, num_classes: int):
     if config.model.dtype not in DTYPES:
-        raise ValueError(f"model.dtype={config.model.dtype!r}; choose one of {', '.join(DTYPES)}.")
+        raise ConfigError(f"model.dtype={config.model.dtype!r}; choose one of {', '.join(DTYPES)}.")
     return get_model(
         config.model.name,
         num_classes=num_classes,
@@ -50,12 +52,15 @@ def create_model(config: Any, num_classes: int):
     )
 
 
-def init_state(model, tx, seed: int, image_shape, mesh) -> TrainState:
+def init_state(
+    model, tx, seed: int, image_shape, mesh, layout: str = "replicated", min_size: int = 2**16
+) -> TrainState:
     """eval_shape -> shardings -> jitted init: nothing is ever built unsharded."""
     init = functools.partial(create_train_state, model, tx, image_shape=tuple(image_shape))
     rng = jax.random.PRNGKey(seed)
     abstract = jax.eval_shape(init, rng)
-    return jax.jit(init, out_shardings=sharding.state_shardings(abstract, mesh))(rng)
+    shardings = sharding.state_shardings(abstract, mesh, layout, min_size)
+    return jax.jit(init, out_shardings=shardings)(rng)
 
 
 def compile_steps(config: Any, mesh, state: TrainState) -> tuple[Callable, Callable]:
@@ -114,7 +119,15 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, float]:
     steps_per_epoch = inputs.steps_per_epoch()
     total_steps = total_train_steps(config, steps_per_epoch)
     tx = create_optimizer(config, steps_per_epoch, total_steps)
-    state = init_state(model, tx, config.seed, inputs.info.image_shape, mesh)
+    state = init_state(
+        model,
+        tx,
+        config.seed,
+        inputs.info.image_shape,
+        mesh,
+        config.mesh.params,
+        config.mesh.fsdp_min_size,
+    )
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints)
     if checkpointer.latest_step() is not None:
         state = checkpointer.restore(state)
@@ -122,12 +135,16 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, float]:
         _save_json(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
     log = MetricsLog(workdir, is_main_process=is_main)
     p_train, p_eval = compile_steps(config, mesh, state)
-    loop = TrainLoop(config, inputs, mesh, p_train, p_eval, checkpointer, log, total_steps)
+    preemption = PreemptionWatcher()
+    loop = TrainLoop(
+        config, inputs, mesh, p_train, p_eval, checkpointer, log, total_steps, preemption
+    )
     try:
         state = loop.run(state)
         test = evaluate(p_eval, state, inputs, "test", mesh)
     finally:
-        checkpointer.close()
+        preemption.close()
+        checkpointer.close()  # waits for the last save, also when stopping on SIGTERM
         log.close()
     test["step"] = int(jax.device_get(state.step))
     if is_main:
@@ -143,13 +160,26 @@ class TrainLoop:
     """Runs steps to `total_steps` with periodic logging, validation and checkpoints.
 
     Metrics of step t are read after step t+1 is dispatched, so the host never waits on the
-    device; a non-finite loss stops the run with its step number.
+    device; a non-finite loss stops the run with its step number. SIGTERM saves a checkpoint
+    at the step reached and raises `Preempted`.
     """
 
-    def __init__(self, config, inputs, mesh, p_train, p_eval, checkpointer, log, total_steps):
+    def __init__(
+        self,
+        config,
+        inputs,
+        mesh,
+        p_train,
+        p_eval,
+        checkpointer,
+        log,
+        total_steps,
+        preemption: PreemptionWatcher | None = None,
+    ):
         self.config, self.inputs, self.mesh = config, inputs, mesh
         self.p_train, self.p_eval = p_train, p_eval
         self.checkpointer, self.log, self.total_steps = checkpointer, log, total_steps
+        self.preemption = preemption
         steps_per_epoch = inputs.steps_per_epoch()
         self.eval_every = max(1, int(round(config.eval_every_epochs * steps_per_epoch)))
         self.is_main = jax.process_index() == 0
@@ -175,6 +205,10 @@ class TrainLoop:
                     self._record(*pending)
                 pending = (step, sums)
                 bar.update(1)
+                if self.preemption is not None and self.preemption.reached(step):
+                    self._record(*pending)
+                    self.checkpointer.save(state)
+                    raise Preempted(step, self.checkpointer.manager.directory)
                 if self._periodic(step):
                     self._record(*pending)
                     pending = None

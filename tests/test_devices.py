@@ -1,14 +1,15 @@
-"""One device and eight simulated CPU devices train to the same parameters."""
+"""One device and eight simulated CPU devices train to the same parameters, whether the eight
+hold the state replicated or sharded (FSDP)."""
 
-import os
+import functools
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from tests.helpers import write_npz
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.launch import ROOT, env_for
 
 TRAIN = """
 import sys
@@ -18,47 +19,71 @@ from flaxcls import train as train_lib
 from tests.helpers import tiny_config
 from tests.test_train import _params
 
-npz, workdir, out = sys.argv[1:]
+npz, workdir, out, layout = sys.argv[1:]
 config = tiny_config(npz, **{"model.name": "cifar_resnet20",
                              "num_train_steps": 6, "eval_batch_size": 16,
+                             "mesh.params": layout, "mesh.fsdp_min_size": 2048,
                              # SGD: Adam's normalised update would amplify rounding noise
                              # in near-zero gradients into visible parameter differences.
                              "optimizer.name": "sgd", "optimizer.learning_rate": 0.01})
 metrics = train_lib.train_and_evaluate(config, workdir)
 state = _params(workdir, config)
 leaves = [np.asarray(x) for x in jax.tree.leaves((state.params, state.batch_stats))]
+
+# How the run laid out its state: the leaves split over the devices, and one device's share.
+inputs = train_lib.build_input(config.data, global_batch_size=16, eval_batch_size=16, seed=0)
+model = train_lib.create_model(config, inputs.info.num_classes)
+tx = train_lib.create_optimizer(config, inputs.steps_per_epoch(), 6)
+mesh = train_lib.sharding.make_mesh()
+fresh = train_lib.init_state(model, tx, 0, inputs.info.image_shape, mesh, layout, 2048)
+arrays = jax.tree.leaves(fresh)
+sharded = sum(x.addressable_shards[0].data.shape != x.shape for x in arrays)
+per_device = sum(x.addressable_shards[0].data.nbytes for x in arrays)
 np.savez(out, *leaves, devices=jax.device_count(), accuracy=metrics["accuracy"],
-         loss=metrics["loss"])
+         loss=metrics["loss"], sharded=sharded, per_device=per_device)
 """
 
 
-def _train(tmp_path, npz, devices):
-    env = {
-        **os.environ,
-        "JAX_PLATFORMS": "cpu",
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
-    }
-    out = str(tmp_path / f"out{devices}.npz")
-    result = subprocess.run(
-        [sys.executable, "-c", TRAIN, npz, str(tmp_path / f"w{devices}"), out],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return np.load(out)
+@pytest.fixture(scope="module")
+def train(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("devices")
+    npz = write_npz(str(tmp))
+
+    @functools.cache
+    def run(devices: int, layout: str = "replicated"):
+        out = str(tmp / f"out{devices}{layout}.npz")
+        result = subprocess.run(
+            [sys.executable, "-c", TRAIN, npz, str(tmp / f"w{devices}{layout}"), out, layout],
+            cwd=ROOT,
+            env=env_for(devices),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        return np.load(out)
+
+    return run
 
 
-def test_one_device_equals_eight(tmp_path):
-    npz = write_npz(str(tmp_path))
-    one, eight = _train(tmp_path, npz, 1), _train(tmp_path, npz, 8)
-    assert int(one["devices"]) == 1 and int(eight["devices"]) == 8
-    leaves = [k for k in one.files if k.startswith("arr_")]
+def _assert_same_training(a, b):
+    leaves = [k for k in a.files if k.startswith("arr_")]
     assert len(leaves) > 10
     for key in leaves:
-        np.testing.assert_allclose(one[key], eight[key], rtol=1e-4, atol=1e-6, err_msg=key)
-    np.testing.assert_allclose(one["loss"], eight["loss"], rtol=1e-4)
-    assert float(one["accuracy"]) == float(eight["accuracy"])
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-6, err_msg=key)
+    np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-4)
+    assert float(a["accuracy"]) == float(b["accuracy"])
+
+
+def test_one_device_equals_eight(train):
+    one, eight = train(1), train(8)
+    assert int(one["devices"]) == 1 and int(eight["devices"]) == 8
+    assert int(eight["sharded"]) == 0
+    _assert_same_training(one, eight)
+
+
+def test_fsdp_shards_the_state_and_trains_the_same(train):
+    one, replicated, fsdp = train(1), train(8), train(8, "fsdp")
+    assert int(fsdp["sharded"]) > 10  # conv kernels and their momentum
+    assert int(fsdp["per_device"]) < 0.5 * int(replicated["per_device"])
+    _assert_same_training(one, fsdp)

@@ -8,6 +8,9 @@ import time
 
 import pytest
 
+from tests.helpers import write_npz
+from tests.launch import env_for, write_config
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "JAX_PLATFORMS": "cpu"}
 
@@ -117,3 +120,15 @@ def test_seed_cnn_learns_real_fashion_mnist(tmp_path):
     assert metrics["num_examples"] == 10_000 and metrics["step"] == 750
     # The seed's Keras code reaches ~85-86% after its first epoch on this data.
     assert metrics["accuracy"] > 0.84
+
+
+def test_batch_size_that_does_not_divide_is_one_line(tmp_path):
+    npz = write_npz(str(tmp_path))
+    config = write_config(str(tmp_path), npz, batch_size=12)
+    command = [sys.executable, "run.py", f"--config={config}", f"--workdir={tmp_path / 'w'}"]
+    result = subprocess.run(
+        command, cwd=ROOT, env=env_for(8), capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "batch_size=12 does not divide over 8 devices; use a multiple of 8" in result.stderr

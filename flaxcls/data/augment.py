@@ -12,6 +12,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from flaxcls.errors import ConfigError
+
 Augmentation = Callable[[np.ndarray, np.ndarray], np.ndarray]
 NUM_UNIFORMS = 3  # columns: flip, crop top, crop left
 _FLIP, _TOP, _LEFT = range(NUM_UNIFORMS)
@@ -49,7 +51,7 @@ def get_augmentation(name: str, crop_padding: int = 4) -> Augmentation:
         "crop_flip": lambda x, u: random_flip(random_crop(x, u, crop_padding), u),
     }
     if name not in augmentations:
-        raise ValueError(
+        raise ConfigError(
             f"Unknown augmentation {name!r}; choose one of {', '.join(augmentations)}."
         )
     return augmentations[name]

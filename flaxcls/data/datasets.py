@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from flaxcls.errors import ConfigError
+
 
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
@@ -103,7 +105,7 @@ DATASETS: dict[str, DatasetInfo] = {
 def get_dataset_info(name: str) -> DatasetInfo:
     """Looks a dataset up by name; an unknown name lists the known ones."""
     if name not in DATASETS:
-        raise ValueError(
+        raise ConfigError(
             f"Unknown dataset {name!r}. Known datasets: {', '.join(sorted(DATASETS))}. "
             "For your own arrays use --config.data.source=npz --config.data.path=FILE.npz."
         )

@@ -7,6 +7,8 @@ import os
 
 import numpy as np
 
+from flaxcls.errors import ConfigError
+
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 # File stems of the original distribution, by split.
@@ -22,14 +24,14 @@ def read_idx(path: str) -> np.ndarray:
     with opener(path, "rb") as f:
         data = f.read()
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
-        raise ValueError(f"{path} is not an IDX file (bad magic number).")
+        raise ConfigError(f"{path} is not an IDX file (bad magic number).")
     dtype = np.dtype(_IDX_DTYPES[data[2]])
     ndim = data[3]
     header = 4 + 4 * ndim
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     expected = header + int(np.prod(shape)) * dtype.itemsize
     if len(data) != expected:
-        raise ValueError(
+        raise ConfigError(
             f"{path} is truncated or corrupt: header says shape {shape} "
             f"({expected} bytes) but the file holds {len(data)} bytes."
         )
@@ -50,7 +52,7 @@ def load_idx_split(directory: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     images = read_idx(_find(directory, images_stem))
     labels = read_idx(_find(directory, labels_stem)).astype(np.int32)
     if images.shape[0] != labels.shape[0]:
-        raise ValueError(
+        raise ConfigError(
             f"{directory}: {images.shape[0]} {split} images but {labels.shape[0]} labels."
         )
     return images.reshape(images.shape + (1,)).astype(np.uint8), labels

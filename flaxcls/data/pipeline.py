@@ -14,6 +14,7 @@ import numpy as np
 
 from flaxcls.data.augment import NUM_UNIFORMS, Augmentation
 from flaxcls.data.sources import ArraySplit
+from flaxcls.errors import ConfigError
 
 Batch = dict[str, np.ndarray]
 
@@ -32,7 +33,7 @@ class Normalizer:
 
 def local_rows(global_batch_size: int, process_index: int, process_count: int) -> slice:
     if global_batch_size % process_count:
-        raise ValueError(
+        raise ConfigError(
             f"batch size {global_batch_size} does not divide over {process_count} processes."
         )
     per_process = global_batch_size // process_count
@@ -70,7 +71,7 @@ def train_batches(
     rows = local_rows(global_batch_size, process_index, process_count)
     n = len(split)
     if n < global_batch_size:
-        raise ValueError(f"batch size {global_batch_size} exceeds the {n} training examples.")
+        raise ConfigError(f"batch size {global_batch_size} exceeds the {n} training examples.")
     step = start_step
     while True:
         index = global_indices(seed, step, global_batch_size, n)[rows]

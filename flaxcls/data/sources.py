@@ -15,6 +15,7 @@ import numpy as np
 
 from flaxcls.data import idx
 from flaxcls.data.datasets import DatasetInfo, get_dataset_info
+from flaxcls.errors import ConfigError
 
 
 class DatasetNotPreparedError(RuntimeError):
@@ -38,7 +39,7 @@ def resolve_source(data_config: Any, info: DatasetInfo) -> tuple[str, str]:
     source, path = data_config.source, data_config.path
     if source != "auto":
         if source not in LOADERS:
-            raise ValueError(f"data.source={source!r}; choose one of auto, {', '.join(LOADERS)}.")
+            raise ConfigError(f"data.source={source!r}; choose one of auto, {', '.join(LOADERS)}.")
         return source, path
     if path:
         return ("npz" if path.endswith(".npz") else "idx"), path
@@ -101,7 +102,7 @@ def _load_npz(info: DatasetInfo, data_config: Any, path: str) -> dict[str, Array
         arrays = {k: f[k] for k in f.files}
     for key in ("images", "labels"):
         if key not in arrays:
-            raise ValueError(f"{path} has no {key!r} array (found: {', '.join(arrays)}).")
+            raise ConfigError(f"{path} has no {key!r} array (found: {', '.join(arrays)}).")
     train = _checked_split(path, "", arrays["images"], arrays["labels"])
     if "test_images" in arrays:
         test = _checked_split(path, "test_", arrays["test_images"], arrays["test_labels"])
@@ -113,14 +114,14 @@ def _load_npz(info: DatasetInfo, data_config: Any, path: str) -> dict[str, Array
 
 def _checked_split(path: str, prefix: str, images: np.ndarray, labels: np.ndarray) -> ArraySplit:
     if images.dtype != np.uint8 or images.ndim not in (3, 4):
-        raise ValueError(
+        raise ConfigError(
             f"{path}: `{prefix}images` must be uint8 of shape (N, H, W[, C]); "
             f"got {images.dtype} {images.shape}."
         )
     if images.ndim == 3:
         images = images[..., None]
     if not np.issubdtype(labels.dtype, np.integer) or labels.shape != images.shape[:1]:
-        raise ValueError(
+        raise ConfigError(
             f"{path}: `{prefix}labels` must be integers of shape ({images.shape[0]},); "
             f"got {labels.dtype} {labels.shape}."
         )
@@ -137,7 +138,7 @@ LOADERS: dict[str, Callable[[DatasetInfo, Any, str], dict[str, ArraySplit]]] = {
 def split_off(split: ArraySplit, fraction: float, name: str) -> tuple[ArraySplit, ArraySplit]:
     """Keeps the first 1 - fraction, returns the last `fraction` as a held-out split (as Keras)."""
     if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"{name}={fraction} must be in [0, 1).")
+        raise ConfigError(f"{name}={fraction} must be in [0, 1).")
     n_held = int(round(len(split) * fraction))
     cut = len(split) - n_held
     return split.take(slice(0, cut)), split.take(slice(cut, None))
@@ -153,7 +154,7 @@ def load_splits(data_config: Any) -> tuple[DatasetInfo, dict[str, ArraySplit]]:
     info = CUSTOM_PLACEHOLDER if custom else get_dataset_info(data_config.dataset)
     kind, path = resolve_source(data_config, info)
     if custom and kind == "tfds":
-        raise ValueError("data.dataset='custom' needs data.path (an .npz file or an IDX folder).")
+        raise ConfigError("data.dataset='custom' needs data.path (an .npz file or an IDX folder).")
     splits = LOADERS[kind](info, data_config, path)
     if custom:
         info = derive_info(splits["train"], data_config.num_classes)
@@ -186,7 +187,7 @@ def derive_info(train: ArraySplit, num_classes: int) -> DatasetInfo:
 def _check_labels(splits: dict[str, ArraySplit], info: DatasetInfo) -> None:
     for name, split in splits.items():
         if len(split) and (split.labels.min() < 0 or split.labels.max() >= info.num_classes):
-            raise ValueError(
+            raise ConfigError(
                 f"{name} labels span [{split.labels.min()}, {split.labels.max()}] but dataset "
                 f"{info.name!r} has {info.num_classes} classes."
             )

@@ -6,6 +6,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from flaxcls.errors import ConfigError
 from flaxcls.models import cnn, inception, resnet, wide_resnet
 
 # Every constructor takes num_classes, dtype (compute dtype; parameters stay float32) and
@@ -40,7 +41,7 @@ def get_model(
     statistics over that mapped axis. Under `jax.jit` the statistics are global without it.
     """
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(sorted(MODELS))}")
+        raise ConfigError(f"unknown model {name!r}; valid names: {', '.join(sorted(MODELS))}")
     return MODELS[name](
         num_classes=num_classes, dtype=dtype, dropout_rate=dropout_rate, axis_name=axis_name
     )

@@ -1,0 +1,56 @@
+"""SIGTERM mid-run: a checkpoint at the step reached, a clean exit, and a restart that ends
+where an uninterrupted run does."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+
+from tests.helpers import tiny_config, write_npz
+from tests.launch import ROOT, env_for, run_py, write_config
+from tests.test_train import _params
+
+OVERRIDES = {
+    "num_train_steps": 800,
+    "eval_every_epochs": 100.0,  # validation and checkpoints every 400 steps
+    "log_every_steps": 10,
+}
+
+
+def test_sigterm_saves_and_the_restart_matches_an_uninterrupted_run(tmp_path):
+    npz = write_npz(str(tmp_path))
+    config = write_config(str(tmp_path), npz, **OVERRIDES)
+    stopped = str(tmp_path / "stopped")
+    command = [sys.executable, "run.py", f"--config={config}", f"--workdir={stopped}"]
+    proc = subprocess.Popen(
+        command, cwd=ROOT, env=env_for(1), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        metrics = os.path.join(stopped, "metrics.jsonl")
+        deadline = time.monotonic() + 120
+        while not (os.path.exists(metrics) and os.path.getsize(metrics)):  # training has begun
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    assert "stopped by SIGTERM at step" in err
+    step = int(err.split("stopped by SIGTERM at step ")[1].split(";")[0])
+    assert 10 <= step < 800
+    assert str(step) in os.listdir(os.path.join(stopped, "checkpoints"))
+    assert not os.path.exists(os.path.join(stopped, "test_metrics.json"))
+
+    run_py(config, stopped)  # the same command resumes and finishes
+    uninterrupted = str(tmp_path / "uninterrupted")
+    run_py(config, uninterrupted)
+    cfg = tiny_config(npz, **OVERRIDES)
+    a, b = _params(stopped, cfg), _params(uninterrupted, cfg)
+    assert int(a.step) == int(b.step) == 800
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
