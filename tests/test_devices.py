@@ -1,5 +1,6 @@
 """One device and eight simulated CPU devices train to the same parameters, whether the eight
-hold the state replicated or sharded (FSDP)."""
+hold the state replicated or sharded (FSDP). (BatchNorm over the global batch on 1 and 8
+devices: tests/test_pmap.py.)"""
 
 import functools
 import subprocess
@@ -20,7 +21,7 @@ from tests.helpers import tiny_config
 from tests.test_train import _params
 
 npz, workdir, out, layout = sys.argv[1:]
-config = tiny_config(npz, **{"model.name": "cifar_resnet20",
+config = tiny_config(npz, **{"model.name": "seed_cnn",
                              "num_train_steps": 6, "eval_batch_size": 16,
                              "mesh.params": layout, "mesh.fsdp_min_size": 2048,
                              # SGD: Adam's normalised update would amplify rounding noise
@@ -68,7 +69,7 @@ def train(tmp_path_factory):
 
 def _assert_same_training(a, b):
     leaves = [k for k in a.files if k.startswith("arr_")]
-    assert len(leaves) > 10
+    assert len(leaves) == 10
     for key in leaves:
         np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-6, err_msg=key)
     np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-4)
@@ -84,6 +85,6 @@ def test_one_device_equals_eight(train):
 
 def test_fsdp_shards_the_state_and_trains_the_same(train):
     one, replicated, fsdp = train(1), train(8), train(8, "fsdp")
-    assert int(fsdp["sharded"]) > 10  # conv kernels and their momentum
+    assert int(fsdp["sharded"]) >= 6  # the large kernels and their momentum
     assert int(fsdp["per_device"]) < 0.5 * int(replicated["per_device"])
     _assert_same_training(one, fsdp)

@@ -1,4 +1,4 @@
-"""The pure step under jit with shardings, under jax.pmap and under shard_map: the same updates."""
+"""One step on 1 device, under jit on 8, under jax.pmap and under shard_map: the same update."""
 
 import os
 import subprocess
@@ -37,9 +37,15 @@ def init(axis_name=None):
 mesh = make_mesh()
 state = init()
 step = jax.jit(train_step, in_shardings=(NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))))
+jit_first = None
 for b in batches:
     state, jit_sums = step(state, b)
+    jit_first = jit_first or (state, jit_sums)
 jit_eval = jax.jit(eval_step)(state, batches[0])
+
+# 1b) one device, one step (float differences between layouts grow over many steps):
+#     BatchNorm statistics are over the global batch wherever it lives.
+one, one_sums = jax.jit(train_step)(init(), batches[0])
 
 # 2) pmap with a named axis, the batch split into 8 rows of 4.
 pstate = jax.tree.map(lambda x: jnp.stack([x] * 8), init("batch"))
@@ -67,6 +73,9 @@ def close(a, b, what):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-5, err_msg=what)
 
 replica0 = lambda t: jax.tree.map(lambda x: x[0], t)
+close(one.params, jit_first[0].params, "8 devices params")
+close(one.batch_stats, jit_first[0].batch_stats, "8 devices batch_stats")
+close(one_sums, jit_first[1], "8 devices metrics")
 close(state.params, replica0(pstate.params), "pmap params")
 close(state.batch_stats, replica0(pstate.batch_stats), "pmap batch_stats")
 close(jit_sums, replica0(pmap_sums), "pmap metrics")

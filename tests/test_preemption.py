@@ -10,6 +10,7 @@ import time
 import jax
 import numpy as np
 
+from flaxcls import train as train_lib
 from tests.helpers import tiny_config, write_npz
 from tests.launch import ROOT, env_for, run_py, write_config
 from tests.test_train import _params
@@ -47,9 +48,9 @@ def test_sigterm_saves_and_the_restart_matches_an_uninterrupted_run(tmp_path):
     assert not os.path.exists(os.path.join(stopped, "test_metrics.json"))
 
     run_py(config, stopped)  # the same command resumes and finishes
-    uninterrupted = str(tmp_path / "uninterrupted")
-    run_py(config, uninterrupted)
     cfg = tiny_config(npz, **OVERRIDES)
+    uninterrupted = str(tmp_path / "uninterrupted")
+    train_lib.train_and_evaluate(cfg, uninterrupted)
     a, b = _params(stopped, cfg), _params(uninterrupted, cfg)
     assert int(a.step) == int(b.step) == 800
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
