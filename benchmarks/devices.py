@@ -1,7 +1,7 @@
 """Training-step throughput of one compiled step on 1 and on 8 devices, and the sharded step
 against a plain `jax.jit(train_step)`.
 
-  python benchmarks/devices.py [--model cifar_resnet20] [--batch-size 128] [--steps 30]
+  python benchmarks/devices.py [--model cifar_resnet20] [--batch-size 128] [--steps 10]
 
 On a CPU the 8 devices are simulated (`--xla_force_host_platform_device_count=8`) on the same
 cores, so the 8-device figure shows the cost of partitioning and collectives, not a speed-up.
@@ -40,8 +40,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", default="cifar_resnet20")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--image-size", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=30, help="timed steps per row")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per row; best kept")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per row")
+    parser.add_argument("--repeats", type=int, default=2, help="timed runs per row; best kept")
     parser.add_argument("--cpu-devices", type=int, default=8, help="simulated CPU devices")
     parser.add_argument("--out", default=DEFAULT_OUT)
     parser.add_argument("--child", help=argparse.SUPPRESS)  # "step:layout" in a child process
