@@ -9,16 +9,10 @@ Measured: 90.66% test accuracy in 2 min 45 s on 2 CPU cores (README, "Results").
 
 import ml_collections
 
-from configs import default
+from configs import cifar10
 
 
 def get_config() -> ml_collections.ConfigDict:
-    config = default.get_config()
-    config.model.name = "seed_cnn"
+    config = cifar10.get_config()  # the seed's model and recipe, on other data
     config.data.dataset = "fashion_mnist"
-    config.optimizer.name = "adam"
-    config.optimizer.learning_rate = 1e-3
-    config.optimizer.eps = 1e-7  # Keras's default
-    config.batch_size = 64
-    config.num_epochs = 10.0
     return config
