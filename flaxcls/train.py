@@ -6,7 +6,7 @@ import functools
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -17,7 +17,7 @@ import tqdm
 from flaxcls import metrics as metrics_lib
 from flaxcls import sharding
 from flaxcls.checkpoint import Checkpointer
-from flaxcls.data import Input, build_input
+from flaxcls.data import Input, build_input, on_device
 from flaxcls.errors import ConfigError
 from flaxcls.models import get_model
 from flaxcls.optim import create_optimizer
@@ -63,19 +63,46 @@ def init_state(
     return jax.jit(init, out_shardings=shardings)(rng)
 
 
-def compile_steps(config: Any, mesh, state: TrainState) -> tuple[Callable, Callable]:
-    """The pure steps under `jax.jit` with explicit shardings; the old state is donated."""
+def compile_steps(
+    config: Any, mesh, state: TrainState, inputs: Input
+) -> tuple[Callable, Callable, Callable[[int], Iterator]]:
+    """The pure steps under `jax.jit` with explicit shardings (the old state donated), and the
+    training batches the train step takes from a start step on."""
     state_sharding = jax.tree.map(lambda x: x.sharding, state)
     data = sharding.batch_sharding(mesh)
     replicated = sharding.replicated(mesh)
-    p_train = jax.jit(
-        functools.partial(train_step, label_smoothing=config.label_smoothing),
-        in_shardings=(state_sharding, data),
+    step = functools.partial(train_step, label_smoothing=config.label_smoothing)
+    p_eval = jax.jit(eval_step, in_shardings=(state_sharding, data), out_shardings=replicated)
+    if not config.data.on_device:
+        p_train = jax.jit(
+            step,
+            in_shardings=(state_sharding, data),
+            out_shardings=(state_sharding, replicated),
+            donate_argnums=0,
+        )
+        return p_train, p_eval, inputs.train
+    _check_on_device(config, inputs)
+    held = on_device.place(inputs.train_split, mesh)
+    p_gather = jax.jit(
+        on_device.gather_then(step, inputs.normalizer),
+        in_shardings=(state_sharding, data, replicated),
         out_shardings=(state_sharding, replicated),
         donate_argnums=0,
     )
-    p_eval = jax.jit(eval_step, in_shardings=(state_sharding, data), out_shardings=replicated)
-    return p_train, p_eval
+    return (lambda state, batch: p_gather(state, batch, held)), p_eval, inputs.train_indices
+
+
+def _check_on_device(config: Any, inputs: Input) -> None:
+    if inputs.train_split is None:
+        raise ConfigError(
+            f"data.on_device needs a dataset held in memory; {config.data.dataset} is streamed. "
+            "Set --config.data.on_device=False."
+        )
+    if config.data.augment != "none":
+        raise ConfigError(
+            f"data.on_device trains without augmentation; data.augment={config.data.augment!r}. "
+            "Set --config.data.augment=none or --config.data.on_device=False."
+        )
 
 
 def evaluate(p_eval: Callable, state: TrainState, inputs: Input, split: str, mesh) -> dict:
@@ -134,11 +161,12 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, float]:
     if is_main:
         _save_json(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
     log = MetricsLog(workdir, is_main_process=is_main)
-    p_train, p_eval = compile_steps(config, mesh, state)
+    p_train, p_eval, batches = compile_steps(config, mesh, state, inputs)
     preemption = PreemptionWatcher()
     loop = TrainLoop(
         config, inputs, mesh, p_train, p_eval, checkpointer, log, total_steps, preemption
     )
+    loop.batches = batches
     try:
         state = loop.run(state)
         test = evaluate(p_eval, state, inputs, "test", mesh)
@@ -180,6 +208,7 @@ class TrainLoop:
         self.p_train, self.p_eval = p_train, p_eval
         self.checkpointer, self.log, self.total_steps = checkpointer, log, total_steps
         self.preemption = preemption
+        self.batches = inputs.train  # start step -> what p_train takes; see compile_steps
         steps_per_epoch = inputs.steps_per_epoch()
         self.eval_every = max(1, int(round(config.eval_every_epochs * steps_per_epoch)))
         self.is_main = jax.process_index() == 0
@@ -188,7 +217,7 @@ class TrainLoop:
         start = int(jax.device_get(state.step))
         if start >= self.total_steps:
             return state
-        batches = self.inputs.train(start)
+        batches = self.batches(start)
         self.window, self.window_start, self.window_steps = None, time.perf_counter(), 0
         pending = None
         bar = tqdm.tqdm(

@@ -12,6 +12,7 @@ import numpy as np
 from flaxcls.data import pipeline
 from flaxcls.data.augment import get_augmentation
 from flaxcls.data.datasets import DatasetInfo, get_dataset_info
+from flaxcls.data.sources import ArraySplit
 
 Batch = dict[str, np.ndarray]
 
@@ -30,6 +31,10 @@ class Input:
     eval_batch_size: int
     train: Callable[[int], Iterator[Batch]]  # start_step -> endless training batches
     evaluate: Callable[[str], Iterator[Batch]]  # split -> every example once, padded
+    # In-memory datasets only, for training with the data held on the devices:
+    train_split: ArraySplit | None = None  # uint8 images and labels of the training split
+    train_indices: Callable[[int], Iterator[Batch]] | None = None  # start -> {"index": rows}
+    normalizer: pipeline.Normalizer | None = None
 
     def steps_per_epoch(self) -> int:
         return max(1, self.split_sizes["train"] // self.global_batch_size)
@@ -91,6 +96,16 @@ def _array_input(
             splits[split], global_batch_size=eval_batch_size, normalize=normalize, **layout
         )
 
+    def train_indices(start_step: int) -> Iterator[Batch]:
+        for _, index in pipeline.train_indices(
+            len(splits["train"]),
+            global_batch_size=global_batch_size,
+            seed=seed,
+            start_step=start_step,
+            **layout,
+        ):
+            yield {"index": index.astype(np.int32)}
+
     return Input(
         info=info,
         split_sizes={name: len(split) for name, split in splits.items()},
@@ -98,4 +113,7 @@ def _array_input(
         eval_batch_size=eval_batch_size,
         train=lambda start_step: train(start_step=start_step),
         evaluate=evaluate,
+        train_split=splits["train"],
+        train_indices=train_indices,
+        normalizer=normalize,
     )

@@ -56,6 +56,25 @@ def global_indices(seed: int, step: int, global_batch_size: int, n: int) -> np.n
     return out
 
 
+def train_indices(
+    n: int,
+    *,
+    global_batch_size: int,
+    seed: int,
+    start_step: int,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Endless (step, this process's example indices) from `start_step` on."""
+    rows = local_rows(global_batch_size, process_index, process_count)
+    if n < global_batch_size:
+        raise ConfigError(f"batch size {global_batch_size} exceeds the {n} training examples.")
+    step = start_step
+    while True:
+        yield step, global_indices(seed, step, global_batch_size, n)[rows]
+        step += 1
+
+
 def train_batches(
     split: ArraySplit,
     *,
@@ -69,17 +88,18 @@ def train_batches(
 ) -> Iterator[Batch]:
     """Endless training batches (this process's rows) from `start_step` on."""
     rows = local_rows(global_batch_size, process_index, process_count)
-    n = len(split)
-    if n < global_batch_size:
-        raise ConfigError(f"batch size {global_batch_size} exceeds the {n} training examples.")
-    step = start_step
-    while True:
-        index = global_indices(seed, step, global_batch_size, n)[rows]
+    for step, index in train_indices(
+        len(split),
+        global_batch_size=global_batch_size,
+        seed=seed,
+        start_step=start_step,
+        process_index=process_index,
+        process_count=process_count,
+    ):
         # Augmentation draws are made for the global batch, so they do not depend on the layout.
         uniforms = np.random.default_rng([seed, step, 1]).random((global_batch_size, NUM_UNIFORMS))
         images = augment(split.images[index], uniforms[rows])
         yield {"image": normalize(images), "label": split.labels[index]}
-        step += 1
 
 
 def num_eval_steps(num_examples: int, global_batch_size: int) -> int:
