@@ -42,15 +42,19 @@ def load_config(path: str):
     return module.get_config()
 
 
-def pipeline_rate(config, batches: int) -> float:
+def build_inputs(config):
     from flaxcls.data import build_input
 
-    inputs = build_input(
+    return build_input(
         config.data,
         global_batch_size=config.batch_size,
         eval_batch_size=config.eval_batch_size,
         seed=config.seed,
     )
+
+
+def pipeline_rate(config, batches: int) -> float:
+    inputs = build_inputs(config)
     it = inputs.train(0)
     next(it)  # first-use costs (permutation, caches) left out
     start = time.perf_counter()
@@ -63,15 +67,9 @@ def step_rate(config, steps: int) -> float:
     import jax
 
     from flaxcls import sharding
-    from flaxcls.data import build_input
     from flaxcls.train import compile_steps, create_model, create_optimizer, init_state
 
-    inputs = build_input(
-        config.data,
-        global_batch_size=config.batch_size,
-        eval_batch_size=config.eval_batch_size,
-        seed=config.seed,
-    )
+    inputs = build_inputs(config)
     mesh = sharding.make_mesh()
     model = create_model(config, inputs.info.num_classes)
     tx = create_optimizer(config, inputs.steps_per_epoch(), 10_000)

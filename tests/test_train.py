@@ -13,8 +13,9 @@ from flaxcls.data import build_input
 from tests.helpers import tiny_config, write_npz
 
 
-def _params(workdir, config):
-    """Final parameters of the run in `workdir`, restored from its latest checkpoint."""
+def _params(workdir, config, step=None):
+    """The train state of the run in `workdir` at `step` (default: its latest checkpoint),
+    restored onto this process's devices."""
     inputs = build_input(
         config.data,
         global_batch_size=config.batch_size,
@@ -26,9 +27,12 @@ def _params(workdir, config):
     mesh = train_lib.sharding.make_mesh()
     state = train_lib.init_state(model, tx, config.seed, inputs.info.image_shape, mesh)
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"))
-    state = checkpointer.restore(state)
-    checkpointer.close()
-    return state
+    try:
+        if step is not None:
+            assert step in checkpointer.manager.all_steps(), checkpointer.manager.all_steps()
+        return checkpointer.restore(state, step)
+    finally:
+        checkpointer.close()
 
 
 def _crash_after(n_batches, monkeypatch):
