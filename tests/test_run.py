@@ -132,3 +132,17 @@ def test_batch_size_that_does_not_divide_is_one_line(tmp_path):
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert "batch_size=12 does not divide over 8 devices; use a multiple of 8" in result.stderr
+
+
+def test_incomplete_multi_process_flags_are_one_line(tmp_path):
+    result = _run(
+        [
+            "run.py",
+            "--config=configs/fashion_mnist.py",
+            f"--workdir={tmp_path}",
+            "--coordinator_address=127.0.0.1:12355",
+        ]
+    )
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "coordinator_address given but not num_processes, process_id" in result.stderr
