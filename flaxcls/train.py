@@ -18,6 +18,7 @@ from flaxcls import metrics as metrics_lib
 from flaxcls import sharding
 from flaxcls.checkpoint import Checkpointer
 from flaxcls.data import Input, build_input, on_device
+from flaxcls.data.augment import get_augmentation
 from flaxcls.errors import ConfigError
 from flaxcls.models import get_model
 from flaxcls.optim import create_optimizer
@@ -84,7 +85,11 @@ def compile_steps(
     _check_on_device(config, inputs)
     held = on_device.place(inputs.train_split, mesh)
     p_gather = jax.jit(
-        on_device.gather_then(step, inputs.normalizer),
+        on_device.gather_then(
+            step,
+            inputs.normalizer,
+            get_augmentation(config.data.augment, config.data.crop_padding, xp=jnp),
+        ),
         in_shardings=(state_sharding, data, replicated),
         out_shardings=(state_sharding, replicated),
         donate_argnums=0,
@@ -97,11 +102,6 @@ def _check_on_device(config: Any, inputs: Input) -> None:
         raise ConfigError(
             f"data.on_device needs a dataset held in memory; {config.data.dataset} is streamed. "
             "Set --config.data.on_device=False."
-        )
-    if config.data.augment != "none":
-        raise ConfigError(
-            f"data.on_device trains without augmentation; data.augment={config.data.augment!r}. "
-            "Set --config.data.augment=none or --config.data.on_device=False."
         )
 
 

@@ -33,7 +33,8 @@ class Input:
     evaluate: Callable[[str], Iterator[Batch]]  # split -> every example once, padded
     # In-memory datasets only, for training with the data held on the devices:
     train_split: ArraySplit | None = None  # uint8 images and labels of the training split
-    train_indices: Callable[[int], Iterator[Batch]] | None = None  # start -> {"index": rows}
+    # start step -> {"index", "uniforms"}: this process's rows and their augmentation draws
+    train_indices: Callable[[int], Iterator[Batch]] | None = None
     normalizer: pipeline.Normalizer | None = None
 
     def steps_per_epoch(self) -> int:
@@ -97,14 +98,16 @@ def _array_input(
         )
 
     def train_indices(start_step: int) -> Iterator[Batch]:
-        for _, index in pipeline.train_indices(
+        rows = pipeline.local_rows(global_batch_size, process_index, process_count)
+        for step, index in pipeline.train_indices(
             len(splits["train"]),
             global_batch_size=global_batch_size,
             seed=seed,
             start_step=start_step,
             **layout,
         ):
-            yield {"index": index.astype(np.int32)}
+            uniforms = pipeline.augment_uniforms(seed, step, global_batch_size)[rows]
+            yield {"index": index.astype(np.int32), "uniforms": uniforms}
 
     return Input(
         info=info,

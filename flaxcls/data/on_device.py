@@ -1,6 +1,6 @@
 """Training data held on the devices: the uint8 training split is placed once on every device,
-and each step gathers and normalises its rows inside the compiled step, so the host sends only
-example indices (a few hundred bytes a step instead of the float32 images)."""
+and each step gathers, augments and normalises its rows inside the compiled step, so the host
+sends only example indices and augmentation draws (a few bytes an example, not its pixels)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from flaxcls import sharding
+from flaxcls.data.augment import Augmentation
 from flaxcls.data.pipeline import Normalizer
 from flaxcls.data.sources import ArraySplit
 
@@ -27,13 +28,17 @@ def place(split: ArraySplit, mesh: Mesh) -> dict[str, jax.Array]:
     return {"image": put(split.images), "label": put(split.labels.astype(np.int32))}
 
 
-def gather_then(step: Callable[..., Any], normalizer: Normalizer) -> Callable[..., Any]:
-    """`step(state, batch)` on batches of indices into the device-held `data`."""
+def gather_then(
+    step: Callable[..., Any], normalizer: Normalizer, augment: Augmentation
+) -> Callable[..., Any]:
+    """`step(state, batch)` on batches of indices (and augmentation draws) into the
+    device-held `data`; `augment` is a jax.numpy augmentation (`get_augmentation(xp=jnp)`)."""
     scale, shift = jnp.asarray(normalizer.scale), jnp.asarray(normalizer.shift)
 
     def step_on_indices(state: Any, batch: dict[str, jax.Array], data: dict[str, jax.Array]):
         index = batch["index"]
-        image = data["image"][index].astype(jnp.float32) * scale + shift
+        image = augment(data["image"][index], batch["uniforms"])
+        image = image.astype(jnp.float32) * scale + shift
         return step(state, {"image": image, "label": data["label"][index]})
 
     return step_on_indices

@@ -56,6 +56,13 @@ def global_indices(seed: int, step: int, global_batch_size: int, n: int) -> np.n
     return out
 
 
+def augment_uniforms(seed: int, step: int, global_batch_size: int) -> np.ndarray:
+    """The augmentation draws of global batch `step`: made for the whole global batch, so they
+    do not depend on the process layout."""
+    draws = np.random.default_rng([seed, step, 1]).random((global_batch_size, NUM_UNIFORMS))
+    return draws.astype(np.float32)  # float32 on host and device alike: identical crops
+
+
 def train_indices(
     n: int,
     *,
@@ -96,9 +103,7 @@ def train_batches(
         process_index=process_index,
         process_count=process_count,
     ):
-        # Augmentation draws are made for the global batch, so they do not depend on the layout.
-        uniforms = np.random.default_rng([seed, step, 1]).random((global_batch_size, NUM_UNIFORMS))
-        images = augment(split.images[index], uniforms[rows])
+        images = augment(split.images[index], augment_uniforms(seed, step, global_batch_size)[rows])
         yield {"image": normalize(images), "label": split.labels[index]}
 
 
