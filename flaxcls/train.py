@@ -83,7 +83,7 @@ def compile_steps(
         )
         return p_train, p_eval, inputs.train
     _check_on_device(config, inputs)
-    held = on_device.place(inputs.train_split, mesh)
+    held = on_device.place(inputs.train_split, replicated)
     p_gather = jax.jit(
         on_device.gather_then(
             step,
@@ -164,9 +164,8 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, float]:
     p_train, p_eval, batches = compile_steps(config, mesh, state, inputs)
     preemption = PreemptionWatcher()
     loop = TrainLoop(
-        config, inputs, mesh, p_train, p_eval, checkpointer, log, total_steps, preemption
+        config, inputs, mesh, p_train, p_eval, checkpointer, log, total_steps, batches, preemption
     )
-    loop.batches = batches
     try:
         state = loop.run(state)
         test = evaluate(p_eval, state, inputs, "test", mesh)
@@ -202,13 +201,15 @@ class TrainLoop:
         checkpointer,
         log,
         total_steps,
+        batches: Callable[[int], Iterator] | None = None,
         preemption: PreemptionWatcher | None = None,
     ):
         self.config, self.inputs, self.mesh = config, inputs, mesh
         self.p_train, self.p_eval = p_train, p_eval
         self.checkpointer, self.log, self.total_steps = checkpointer, log, total_steps
         self.preemption = preemption
-        self.batches = inputs.train  # start step -> what p_train takes; see compile_steps
+        # start step -> what p_train takes (see compile_steps); host batches by default
+        self.batches = batches or inputs.train
         steps_per_epoch = inputs.steps_per_epoch()
         self.eval_every = max(1, int(round(config.eval_every_epochs * steps_per_epoch)))
         self.is_main = jax.process_index() == 0

@@ -98,15 +98,13 @@ def _array_input(
         )
 
     def train_indices(start_step: int) -> Iterator[Batch]:
-        rows = pipeline.local_rows(global_batch_size, process_index, process_count)
-        for step, index in pipeline.train_indices(
+        for index, uniforms in pipeline.train_draws(
             len(splits["train"]),
             global_batch_size=global_batch_size,
             seed=seed,
             start_step=start_step,
             **layout,
         ):
-            uniforms = pipeline.augment_uniforms(seed, step, global_batch_size)[rows]
             yield {"index": index.astype(np.int32), "uniforms": uniforms}
 
     return Input(

@@ -10,17 +10,15 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh
+from jax.sharding import Sharding
 
-from flaxcls import sharding
 from flaxcls.data.augment import Augmentation
 from flaxcls.data.pipeline import Normalizer
 from flaxcls.data.sources import ArraySplit
 
 
-def place(split: ArraySplit, mesh: Mesh) -> dict[str, jax.Array]:
-    """The split as arrays replicated on every device of `mesh` (every process holds it all)."""
-    replicated = sharding.replicated(mesh)
+def place(split: ArraySplit, replicated: Sharding) -> dict[str, jax.Array]:
+    """The split as arrays with the `replicated` sharding (every process holds it all)."""
 
     def put(array: np.ndarray) -> jax.Array:
         return jax.make_array_from_callback(array.shape, replicated, lambda index: array[index])

@@ -56,14 +56,7 @@ def global_indices(seed: int, step: int, global_batch_size: int, n: int) -> np.n
     return out
 
 
-def augment_uniforms(seed: int, step: int, global_batch_size: int) -> np.ndarray:
-    """The augmentation draws of global batch `step`: made for the whole global batch, so they
-    do not depend on the process layout."""
-    draws = np.random.default_rng([seed, step, 1]).random((global_batch_size, NUM_UNIFORMS))
-    return draws.astype(np.float32)  # float32 on host and device alike: identical crops
-
-
-def train_indices(
+def train_draws(
     n: int,
     *,
     global_batch_size: int,
@@ -71,14 +64,20 @@ def train_indices(
     start_step: int,
     process_index: int = 0,
     process_count: int = 1,
-) -> Iterator[tuple[int, np.ndarray]]:
-    """Endless (step, this process's example indices) from `start_step` on."""
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Endless (example indices, augmentation draws) of this process's rows, from `start_step`.
+
+    The draws are made for the whole global batch, so augmentation does not depend on the
+    process layout; they are float32, so numpy on the host and jax.numpy on a device crop alike.
+    """
     rows = local_rows(global_batch_size, process_index, process_count)
     if n < global_batch_size:
         raise ConfigError(f"batch size {global_batch_size} exceeds the {n} training examples.")
     step = start_step
     while True:
-        yield step, global_indices(seed, step, global_batch_size, n)[rows]
+        index = global_indices(seed, step, global_batch_size, n)[rows]
+        draws = np.random.default_rng([seed, step, 1]).random((global_batch_size, NUM_UNIFORMS))
+        yield index, draws[rows].astype(np.float32)
         step += 1
 
 
@@ -94,8 +93,7 @@ def train_batches(
     process_count: int = 1,
 ) -> Iterator[Batch]:
     """Endless training batches (this process's rows) from `start_step` on."""
-    rows = local_rows(global_batch_size, process_index, process_count)
-    for step, index in train_indices(
+    for index, uniforms in train_draws(
         len(split),
         global_batch_size=global_batch_size,
         seed=seed,
@@ -103,7 +101,7 @@ def train_batches(
         process_index=process_index,
         process_count=process_count,
     ):
-        images = augment(split.images[index], augment_uniforms(seed, step, global_batch_size)[rows])
+        images = augment(split.images[index], uniforms)
         yield {"image": normalize(images), "label": split.labels[index]}
 
 
