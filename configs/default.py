@@ -33,6 +33,13 @@ def get_config() -> ml_collections.ConfigDict:
     # In-memory datasets: hold the uint8 training split on every device; each batch is gathered,
     # augmented and normalised inside the compiled step (the same batches as the host path).
     config.data.on_device = False
+    # Inside the training step, on normalised images, after the crop/flip above:
+    config.data.randaugment_ops = 0  # RandAugment operations per image; 0 disables it
+    config.data.randaugment_magnitude = 9.0  # 0-10 (timm's rand-m9-n2 = 9 and 2 ops)
+    config.data.erasing_prob = 0.0  # random erasing (cutout with noise) per image
+    config.data.mixup_alpha = 0.0  # Beta(alpha, alpha) mixing of images and labels; 0 disables
+    config.data.cutmix_alpha = 0.0  # with both alphas set, each batch picks one at 50%
+    config.data.mix_prob = 1.0  # the share of batches mixed
 
     config.mesh = ml_collections.ConfigDict()
     config.mesh.params = "replicated"  # replicated | fsdp: shard large leaves over the devices
@@ -62,6 +69,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.schedule.end_factor = 0.0  # cosine schedules end at learning_rate * end_factor
 
     config.label_smoothing = 0.0
+    config.flip_tta = False  # evaluate on the mean logits of each image and its mirror
 
     config.eval_every_epochs = 1.0  # validation (and a checkpoint) this often
     config.checkpoint_every_steps = 0  # > 0 adds checkpoints between validations

@@ -6,6 +6,7 @@ Nothing here knows about files, flags, devices or logging: wrap the steps in `ja
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -68,11 +69,22 @@ def _sum_grads(grads: Any, image: jax.Array, axis_name: str | None) -> Any:
     return jax.lax.psum(grads, axis_name)
 
 
+def _training_loss(logits: jax.Array, batch: Batch, label_smoothing: float) -> jax.Array:
+    """Per-example cross-entropy; a mixed batch weighs its two labels by `mix_weight`."""
+    loss = cross_entropy(logits, batch["label"], label_smoothing)
+    if "mix_label" not in batch:
+        return loss
+    partner = cross_entropy(logits, batch["mix_label"], label_smoothing)
+    weight = batch["mix_weight"]
+    return weight * loss + (1.0 - weight) * partner
+
+
 def train_step(
     state: TrainState,
     batch: Batch,
     *,
     label_smoothing: float = 0.0,
+    augment: Callable[[jax.Array, Batch], Batch] | None = None,
     axis_name: str | None = None,
 ) -> tuple[TrainState, Sums]:
     """One optimiser update on `batch` ({'image', 'label'[, 'mask']}); returns masked sums.
@@ -82,10 +94,15 @@ def train_step(
     global example count and gradients and sums are summed over the axis, so every device
     applies the same update as one big batch would. (BatchNorm statistics are global too when
     the model is built with the same axis name: `get_model(..., axis_name=...)`.)
+
+    `augment(rng, batch) -> batch` runs first, inside the step (see `flaxcls.data.in_step`);
+    it may add `mix_label` and `mix_weight` for mixup / cutmix.
     """
     rng = jax.random.fold_in(state.rng, state.step)
-    if axis_name is not None:  # each device draws its own dropout masks
+    if axis_name is not None:  # each device draws its own dropout masks and augmentations
         rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
+    if augment is not None:
+        batch = augment(jax.random.fold_in(rng, 1), batch)
     mask = _mask(batch)
     count = jnp.maximum(_psum(jnp.sum(mask), axis_name), 1.0)
 
@@ -97,7 +114,7 @@ def train_step(
             rngs={"dropout": rng},
             mutable=["batch_stats"],
         )
-        per_example = cross_entropy(logits, batch["label"], label_smoothing)
+        per_example = _training_loss(logits, batch, label_smoothing)
         return jnp.sum(per_example * mask) / count, (logits, per_example, updates)
 
     grads, (logits, per_example, updates) = jax.grad(loss_fn, has_aux=True)(state.params)
@@ -109,11 +126,21 @@ def train_step(
     return state, _psum(sums, axis_name)
 
 
-def eval_step(state: TrainState, batch: Batch, *, axis_name: str | None = None) -> Sums:
-    """Masked sums of loss and hits with BatchNorm running statistics (summed over `axis_name`)."""
-    logits = state.apply_fn(
-        {"params": state.params, "batch_stats": state.batch_stats}, batch["image"], train=False
-    )
+def predict(state: TrainState, images: jax.Array, *, flip_tta: bool = False) -> jax.Array:
+    """Logits in evaluation mode; with `flip_tta`, the mean of the images' and their mirrors'."""
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    logits = state.apply_fn(variables, images, train=False)
+    if flip_tta:
+        logits = 0.5 * (logits + state.apply_fn(variables, images[:, :, ::-1], train=False))
+    return logits
+
+
+def eval_step(
+    state: TrainState, batch: Batch, *, flip_tta: bool = False, axis_name: str | None = None
+) -> Sums:
+    """Masked sums of loss and hits with BatchNorm running statistics (summed over `axis_name`);
+    `flip_tta` averages the logits of each image and its mirror image."""
+    logits = predict(state, batch["image"], flip_tta=flip_tta)
     per_example = cross_entropy(logits, batch["label"])
     sums = classification_sums(logits, batch["label"], _mask(batch), per_example)
     return _psum(sums, axis_name)

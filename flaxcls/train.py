@@ -19,6 +19,7 @@ from flaxcls import sharding
 from flaxcls.checkpoint import Checkpointer
 from flaxcls.data import Input, build_input, on_device
 from flaxcls.data.augment import get_augmentation
+from flaxcls.data.in_step import build_step_augment
 from flaxcls.errors import ConfigError
 from flaxcls.models import get_model
 from flaxcls.optim import create_optimizer
@@ -72,8 +73,16 @@ def compile_steps(
     state_sharding = jax.tree.map(lambda x: x.sharding, state)
     data = sharding.batch_sharding(mesh)
     replicated = sharding.replicated(mesh)
-    step = functools.partial(train_step, label_smoothing=config.label_smoothing)
-    p_eval = jax.jit(eval_step, in_shardings=(state_sharding, data), out_shardings=replicated)
+    step = functools.partial(
+        train_step,
+        label_smoothing=config.label_smoothing,
+        augment=build_step_augment(config.data, inputs.normalizer),
+    )
+    p_eval = jax.jit(
+        functools.partial(eval_step, flip_tta=config.flip_tta),
+        in_shardings=(state_sharding, data),
+        out_shardings=replicated,
+    )
     if not config.data.on_device:
         p_train = jax.jit(
             step,

@@ -35,7 +35,7 @@ class Input:
     train_split: ArraySplit | None = None  # uint8 images and labels of the training split
     # start step -> {"index", "uniforms"}: this process's rows and their augmentation draws
     train_indices: Callable[[int], Iterator[Batch]] | None = None
-    normalizer: pipeline.Normalizer | None = None
+    normalizer: pipeline.Normalizer | None = None  # uint8 -> the float images batches hold
 
     def steps_per_epoch(self) -> int:
         return max(1, self.split_sizes["train"] // self.global_batch_size)

@@ -100,6 +100,7 @@ def streaming_input(
         eval_batch_size=eval_batch_size,
         train=train,
         evaluate=evaluate,
+        normalizer=pipeline.Normalizer(info.mean, info.std),
     )
 
 

@@ -1,5 +1,6 @@
 """Model names -> constructors; `get_model` builds one with the library-wide arguments."""
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -7,12 +8,16 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from flaxcls.errors import ConfigError
-from flaxcls.models import cnn, inception, resnet, wide_resnet
+from flaxcls.models import cnn, fast_cnn, inception, resnet, wide_resnet
 
 # Every constructor takes num_classes, dtype (compute dtype; parameters stay float32) and
 # dropout_rate, and its module is called as `model(images, train=...)` on float32 NHWC images.
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "seed_cnn": cnn.SeedCNN,
+    "fast_cnn": fast_cnn.FastCNN,  # airbench94 widths, for 32x32 inputs
+    "fast_cnn_small": functools.partial(  # a quarter of the work, for 28x28 CPU training
+        fast_cnn.FastCNN, widths=(32, 64, 128), stem_width=16, stem_kernel=3
+    ),
     "resnet18": resnet.ResNet18,
     "resnet34": resnet.ResNet34,
     "resnet50": resnet.ResNet50,
