@@ -15,6 +15,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.name = "seed_cnn"  # a name from flaxcls.models.MODELS
     config.model.dropout_rate = 0.0  # before the classifier (inside blocks for WideResNet)
     config.model.dtype = "float32"  # compute dtype: float32 | bfloat16 (params stay float32)
+    # fast_cnn*: set the stem's kernel by patch whitening of training images (freeze it with
+    # optimizer.freeze="^stem/"); needs stem_width = 2 * k * k * channels.
+    config.model.whiten_stem = False
 
     config.data = ml_collections.ConfigDict()
     config.data.dataset = "fashion_mnist"  # a name from flaxcls.data.DATASETS, or "custom"
@@ -60,6 +63,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.optimizer.eps = 1e-8  # adam, adamw
     config.optimizer.weight_decay = 0.0  # kernels only; L2 for sgd/adam, decoupled for adamw
     config.optimizer.grad_clip_norm = 0.0  # > 0 clips the global gradient norm
+    config.optimizer.freeze = ""  # regex over "module/param" paths kept fixed, e.g. "^stem/"
 
     config.schedule = ml_collections.ConfigDict()
     config.schedule.name = "constant"  # constant | step | cosine | warmup_cosine

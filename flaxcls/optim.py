@@ -6,6 +6,7 @@ the batch size or the epoch count never leaves a stale derived value behind.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -94,10 +95,20 @@ OPTIMIZERS: dict[str, Callable[[Any, optax.Schedule], optax.GradientTransformati
 }
 
 
+def frozen_mask(params: Any, pattern: str) -> Any:
+    """True for the leaves whose path ("block0_conv0/kernel") matches the regex `pattern`."""
+    regex = re.compile(pattern)
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: bool(regex.search("/".join(str(getattr(k, "key", k)) for k in path))),
+        params,
+    )
+
+
 def create_optimizer(
     config: Any, steps_per_epoch: int, total_steps: int
 ) -> optax.GradientTransformation:
-    """Clipping (optional), then the named optimiser driven by the schedule."""
+    """Clipping (optional), then the named optimiser driven by the schedule; parameters matching
+    `optimizer.freeze` (a regex over "module/param" paths) get no updates at all."""
     cfg = config.optimizer
     if cfg.name not in OPTIMIZERS:
         raise ConfigError(f"Unknown optimizer {cfg.name!r}; choose one of {', '.join(OPTIMIZERS)}.")
@@ -107,4 +118,12 @@ def create_optimizer(
     tx = OPTIMIZERS[cfg.name](cfg, lr)
     if cfg.grad_clip_norm > 0:
         tx = optax.chain(optax.clip_by_global_norm(cfg.grad_clip_norm), tx)
+    if cfg.freeze:
+        try:
+            re.compile(cfg.freeze)
+        except re.error as e:
+            raise ConfigError(f"optimizer.freeze={cfg.freeze!r} is not a regex: {e}") from None
+        tx = optax.chain(
+            tx, optax.masked(optax.set_to_zero(), lambda p: frozen_mask(p, cfg.freeze))
+        )
     return tx

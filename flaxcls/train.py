@@ -22,6 +22,7 @@ from flaxcls.data.augment import get_augmentation
 from flaxcls.data.in_step import build_step_augment
 from flaxcls.errors import ConfigError
 from flaxcls.models import get_model
+from flaxcls.models.whitening import patch_whitening_kernel
 from flaxcls.optim import create_optimizer
 from flaxcls.preemption import Preempted, PreemptionWatcher
 from flaxcls.steps import TrainState, create_train_state, eval_step, train_step
@@ -63,6 +64,26 @@ def init_state(
     abstract = jax.eval_shape(init, rng)
     shardings = sharding.state_shardings(abstract, mesh, layout, min_size)
     return jax.jit(init, out_shardings=shardings)(rng)
+
+
+def whiten_stem(state: TrainState, inputs: Input, num_images: int = 5000) -> TrainState:
+    """The stem kernel set by patch whitening of the first `num_images` training images."""
+    kernel = state.params.get("stem", {}).get("kernel")
+    if kernel is None or inputs.train_split is None:
+        raise ConfigError(
+            "model.whiten_stem needs a model with a `stem` convolution (fast_cnn, fast_cnn_small) "
+            "and a dataset held in memory."
+        )
+    k, _, channels, width = kernel.shape
+    if width != 2 * k * k * channels:
+        raise ConfigError(
+            f"model.whiten_stem: the {k}x{k} stem on {channels}-channel images needs "
+            f"{2 * k * k * channels} filters, the model has {width}."
+        )
+    images = inputs.normalizer(inputs.train_split.images[:num_images])
+    whitened = jax.device_put(patch_whitening_kernel(images, k), kernel.sharding)
+    params = {**state.params, "stem": {**state.params["stem"], "kernel": whitened}}
+    return state.replace(params=params)
 
 
 def compile_steps(
@@ -164,6 +185,8 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, float]:
         config.mesh.params,
         config.mesh.fsdp_min_size,
     )
+    if config.model.whiten_stem:
+        state = whiten_stem(state, inputs)
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints)
     if checkpointer.latest_step() is not None:
         state = checkpointer.restore(state)

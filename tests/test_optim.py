@@ -1,9 +1,11 @@
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
 from configs import default
+from flaxcls.errors import ConfigError
 from flaxcls.optim import create_learning_rate_schedule, create_optimizer, decay_mask
 
 
@@ -101,3 +103,27 @@ def test_unknown_names_list_choices(section, name):
     config = _config(**{f"{section}.name": name})
     with pytest.raises(ValueError, match="choose one of"):
         create_optimizer(config, 1, 1)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
+def test_frozen_parameters_never_change(name):
+    params = {
+        "stem": {"kernel": jnp.ones((2, 2, 1, 8))},
+        "head": {"kernel": jnp.ones((8, 3)), "bias": jnp.ones(3)},
+    }
+    config = _config(
+        **{"optimizer.name": name, "optimizer.weight_decay": 0.1, "optimizer.freeze": "^stem/"}
+    )
+    tx = create_optimizer(config, steps_per_epoch=10, total_steps=10)
+    state = tx.init(params)
+    grads = jax.tree.map(jnp.ones_like, params)
+    for _ in range(3):
+        updates, state = tx.update(grads, state, params)
+        params = optax.apply_updates(params, updates)
+    np.testing.assert_array_equal(params["stem"]["kernel"], 1.0)
+    assert np.all(np.asarray(params["head"]["kernel"]) != 1.0)
+
+
+def test_freeze_that_is_not_a_regex_is_a_config_error():
+    with pytest.raises(ConfigError, match="not a regex"):
+        create_optimizer(_config(**{"optimizer.freeze": "stem/("}), 10, 10)

@@ -96,6 +96,31 @@ def test_cifar10_config_end_to_end_on_mock_data(tmp_path):
     assert os.path.isdir(workdir / "tensorboard") and os.path.isfile(workdir / "config.json")
 
 
+def test_cifar10_fast_recipe_end_to_end_on_mock_data(tmp_path):
+    """The speed recipe's pieces together: whitened frozen stem, bfloat16, device-held data,
+    flip TTA, no validation split."""
+    workdir = tmp_path / "cifar10_fast"
+    result = _run(
+        [
+            "-c",
+            MOCK_RUN,
+            "--config",
+            "configs/cifar10_fast.py",
+            "--workdir",
+            str(workdir),
+            "--config.data.download=True",
+            "--config.num_train_steps=3",
+            "--config.batch_size=16",
+            "--config.eval_batch_size=20",
+            "--config.compilation_cache_dir=",
+        ]
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(workdir / "test_metrics.json") as f:
+        metrics = json.load(f)
+    assert metrics["num_examples"] == 64 and metrics["step"] == 3
+
+
 @pytest.mark.skipif(
     not os.path.isdir("/usr/share/datasets/fashion-mnist"),
     reason="apt-get install dataset-fashion-mnist",
