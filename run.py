@@ -1,6 +1,7 @@
 """Command line: a config file, its overrides and a workdir, handed to one function per mode.
 
   python run.py --config configs/fashion_mnist.py --workdir runs/fmnist [--config.num_epochs=1]
+  python run.py --mode=evaluate --workdir runs/fmnist [--split=test] [--ensemble=RUN2,RUN3]
 
 Restarting with the same workdir resumes from its latest checkpoint. Several processes (hosts)
 run the same command with `--distributed` (TPU VM, SLURM) or with an explicit coordinator:
@@ -23,7 +24,18 @@ config_flags.DEFINE_config_file(
 flags.DEFINE_string(
     "workdir", None, "Where checkpoints, metrics and results go. Default: runs/<config file name>."
 )
-flags.DEFINE_enum("mode", "train", ["train"], "What to do.")
+flags.DEFINE_enum(
+    "mode",
+    "train",
+    ["train", "evaluate"],
+    "train: train (resuming) and test. evaluate: metrics, pictures and RUN/report.html for a "
+    "finished run's checkpoint, with the run's own config.",
+)
+flags.DEFINE_string("split", "test", "evaluate: the split (test, validation, train).")
+flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "evaluate: which checkpoint.")
+flags.DEFINE_list(
+    "ensemble", [], "evaluate: more run directories whose probabilities are averaged."
+)
 flags.DEFINE_bool(
     "distributed",
     False,
@@ -71,8 +83,10 @@ def _config_path(argv: list[str]) -> str | None:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    if FLAGS.config is None:
+    if FLAGS.mode == "train" and FLAGS.config is None:
         raise app.UsageError("--config is required, e.g. --config configs/fashion_mnist.py")
+    if FLAGS.mode == "evaluate" and not FLAGS.workdir:
+        raise app.UsageError("--mode=evaluate needs --workdir, the run to evaluate")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if not FLAGS["verbosity"].present:  # orbax and tfds log every file operation at INFO
         logging.set_verbosity(logging.WARNING)
@@ -92,7 +106,14 @@ def main(argv: list[str]) -> None:
         "runs", os.path.splitext(os.path.basename(_config_path(sys.argv) or "run"))[0]
     )
     try:
-        train_and_evaluate(FLAGS.config, workdir)
+        if FLAGS.mode == "evaluate":
+            from flaxcls.evaluate import evaluate_run
+
+            evaluate_run(
+                workdir, split=FLAGS.split, checkpoint=FLAGS.checkpoint, ensemble=FLAGS.ensemble
+            )
+        else:
+            train_and_evaluate(FLAGS.config, workdir)
     except (
         ConfigError,
         DatasetNotPreparedError,

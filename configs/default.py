@@ -77,7 +77,9 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.eval_every_epochs = 1.0  # validation (and a checkpoint) this often
     config.checkpoint_every_steps = 0  # > 0 adds checkpoints between validations
-    config.keep_checkpoints = 3  # the latest few are kept, plus the best by val_accuracy
+    config.keep_checkpoints = 3  # the latest few are kept, plus the best by best_metric
+    config.best_metric = "val_accuracy"  # val_accuracy | val_top5_accuracy | val_loss
+    config.early_stopping_patience = 0  # > 0: stop after this many validations without gain
     config.log_every_steps = 100
     config.progress_bar = True
     config.compilation_cache_dir = "~/.cache/flaxcls/jax"  # empty disables JAX's disk cache

@@ -19,12 +19,15 @@ class Checkpointer:
     """Saves and restores the train state with an `ocp.CheckpointManager`."""
 
     def __init__(self, directory: str, *, keep: int = 3, best_metric: str = "val_accuracy"):
+        """`best_metric` is kept highest, or lowest when its name ends in `loss`."""
         self.best_metric = best_metric
+        mode = "min" if best_metric.endswith("loss") else "max"
         policy = checkpoint_managers.AnyPreservationPolicy(
             [
                 checkpoint_managers.LatestN(keep),
                 checkpoint_managers.BestN(
                     get_metric_fn=lambda metrics: metrics[best_metric],
+                    reverse=mode == "min",
                     n=1,
                     keep_checkpoints_without_metrics=False,
                 ),
@@ -35,7 +38,7 @@ class Checkpointer:
             options=ocp.CheckpointManagerOptions(
                 preservation_policy=policy,
                 best_fn=lambda metrics: metrics[best_metric],  # what best_step() ranks by
-                best_mode="max",
+                best_mode=mode,
                 cleanup_tmp_directories=True,
             ),
         )

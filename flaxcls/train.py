@@ -29,6 +29,7 @@ from flaxcls.steps import TrainState, create_train_state, eval_step, train_step
 from flaxcls.writers import MetricsLog
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+BEST_METRICS = ("val_accuracy", "val_top5_accuracy", "val_loss")
 
 
 def setup_compilation_cache(path: str) -> None:
@@ -187,7 +188,19 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, float]:
     )
     if config.model.whiten_stem:
         state = whiten_stem(state, inputs)
-    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints)
+    if config.best_metric not in BEST_METRICS:
+        raise ConfigError(
+            f"best_metric={config.best_metric!r}; choose one of {', '.join(BEST_METRICS)}."
+        )
+    checkpointer = Checkpointer(
+        os.path.join(workdir, "checkpoints"),
+        keep=config.keep_checkpoints,
+        best_metric=config.best_metric,
+    )
+    stop_file = os.path.join(workdir, "early_stopped.json")
+    if os.path.isfile(stop_file):  # a restart of a run that stopped early stays stopped
+        with open(stop_file, encoding="utf-8") as f:
+            total_steps = min(total_steps, json.load(f)["step"])
     if checkpointer.latest_step() is not None:
         state = checkpointer.restore(state)
     if is_main:
@@ -200,6 +213,8 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, float]:
     )
     try:
         state = loop.run(state)
+        if loop.stopped_early and is_main:
+            _save_json(stop_file, {"step": int(jax.device_get(state.step))})
         test = evaluate(p_eval, state, inputs, "test", mesh)
     finally:
         preemption.close()
@@ -220,7 +235,8 @@ class TrainLoop:
 
     Metrics of step t are read after step t+1 is dispatched, so the host never waits on the
     device; a non-finite loss stops the run with its step number. SIGTERM saves a checkpoint
-    at the step reached and raises `Preempted`.
+    at the step reached and raises `Preempted`. With `early_stopping_patience` > 0, training
+    ends after that many validations without a better `best_metric` (`stopped_early`).
     """
 
     def __init__(
@@ -245,6 +261,9 @@ class TrainLoop:
         steps_per_epoch = inputs.steps_per_epoch()
         self.eval_every = max(1, int(round(config.eval_every_epochs * steps_per_epoch)))
         self.is_main = jax.process_index() == 0
+        self.best_value: float | None = None
+        self.validations_without_gain = 0
+        self.stopped_early = False
 
     def run(self, state: TrainState) -> TrainState:
         start = int(jax.device_get(state.step))
@@ -275,6 +294,12 @@ class TrainLoop:
                     self._record(*pending)
                     pending = None
                     self._periodic_actions(state, step, bar)
+                    if self.stopped_early:
+                        bar.write(
+                            f"step {step}: stopping early, no better {self.config.best_metric} "
+                            f"in {self.config.early_stopping_patience} validations"
+                        )
+                        break
         return state
 
     def _due(self, step: int, every: int) -> bool:
@@ -305,10 +330,26 @@ class TrainLoop:
             self._log_train(step, bar)
         if validate:
             val = self._validate(state, step, bar)
-            self.checkpointer.save(state, {"val_accuracy": val["accuracy"]} if val else None)
+            metrics = None
+            if val:
+                metrics = {f"val_{k}": val[k] for k in ("loss", "accuracy", "top5_accuracy")}
+                self._track_best(metrics[self.config.best_metric])
+            self.checkpointer.save(state, metrics)
         elif self._due(step, self.config.checkpoint_every_steps):
             self.checkpointer.save(state)
         self.window_start = time.perf_counter()  # throughput leaves validation and saves out
+
+    def _track_best(self, value: float) -> None:
+        lower_is_better = self.config.best_metric.endswith("loss")
+        better = self.best_value is None or (
+            value < self.best_value if lower_is_better else value > self.best_value
+        )
+        if better:
+            self.best_value, self.validations_without_gain = value, 0
+            return
+        self.validations_without_gain += 1
+        patience = self.config.early_stopping_patience
+        self.stopped_early = patience > 0 and self.validations_without_gain >= patience
 
     def _validate(self, state: TrainState, step: int, bar) -> dict | None:
         if not self.inputs.split_sizes.get("validation", 0):

@@ -1,0 +1,258 @@
+"""Evaluate a run's checkpoint on any split: metrics, flip TTA, ensembles, and the report.
+
+  python run.py --mode=evaluate --workdir RUN [--split=test] [--checkpoint=best|latest]
+      [--ensemble=RUN2,RUN3]
+
+The run's own config (RUN/config.json) rebuilds its data and model. Predictions of every
+example are gathered before any figure is computed, so metrics are exact on any number of
+devices and processes. Writes RUN/eval/<split>.json and RUN/report.html (with its pictures).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import heapq
+import json
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from flaxcls import eval_metrics, sharding
+from flaxcls.checkpoint import Checkpointer
+from flaxcls.data import Input, build_input
+from flaxcls.errors import ConfigError
+from flaxcls.optim import create_optimizer
+from flaxcls.steps import TrainState, predict
+
+MISTAKES_KEPT = 36  # the most confident mistakes shown in the report
+
+
+@dataclasses.dataclass(frozen=True)
+class Mistake:
+    confidence: float  # probability of the wrong prediction
+    position: int  # index of the example in the split
+    label: int
+    predicted: int
+    image: np.ndarray  # uint8 HWC
+
+
+@dataclasses.dataclass
+class Predictions:
+    probs: np.ndarray  # (N, C) float32, every example of the split in order
+    labels: np.ndarray  # (N,) int
+    # the most confident mistakes among the examples this process loaded (all, on one process)
+    mistakes: list[Mistake] = dataclasses.field(default_factory=list)
+
+
+def predict_step(state: TrainState, batch: dict, *, flip_tta: bool = False) -> dict:
+    """Class probabilities for a batch, with its labels and padding mask passed through."""
+    logits = predict(state, batch["image"], flip_tta=flip_tta)
+    return {"probs": jax.nn.softmax(logits), "label": batch["label"], "mask": batch["mask"]}
+
+
+def compile_predict(state: TrainState, mesh, flip_tta: bool) -> Callable:
+    state_sharding = jax.tree.map(lambda x: x.sharding, state)
+    return jax.jit(
+        functools.partial(predict_step, flip_tta=flip_tta),
+        in_shardings=(state_sharding, sharding.batch_sharding(mesh)),
+        out_shardings=sharding.replicated(mesh),  # every process gets the global batch
+    )
+
+
+def _to_uint8(images: np.ndarray, inputs: Input) -> np.ndarray:
+    normalizer = inputs.normalizer
+    pixels = (images - normalizer.shift) / normalizer.scale
+    return np.clip(np.round(pixels), 0, 255).astype(np.uint8)
+
+
+def collect_predictions(
+    p_predict: Callable, state: TrainState, inputs: Input, split: str, mesh
+) -> Predictions:
+    """Every example of `split` once (padding dropped), and the most confident mistakes."""
+    probs, labels, kept = [], [], []
+    global_batch = inputs.eval_batch_size
+    for step, batch in enumerate(inputs.evaluate(split)):
+        out = jax.device_get(p_predict(state, sharding.to_global(batch, mesh)))
+        real = out["mask"] > 0
+        probs.append(out["probs"][real])
+        labels.append(out["label"][real])
+        # this process's rows of the global batch, and their positions in the split
+        local = len(batch["label"])
+        first = step * global_batch + jax.process_index() * local
+        rows = slice(jax.process_index() * local, (jax.process_index() + 1) * local)
+        local_probs, local_labels = out["probs"][rows], out["label"][rows]
+        wrong = np.nonzero((local_probs.argmax(1) != local_labels) & (batch["mask"] > 0))[0]
+        for i in wrong:
+            # (confidence, position) orders the heap; the rest rides along
+            item = (
+                float(local_probs[i].max()),
+                first + int(i),
+                i,
+                batch["image"][i],
+                int(local_labels[i]),
+                int(local_probs[i].argmax()),
+            )
+            if len(kept) < MISTAKES_KEPT:
+                heapq.heappush(kept, item)
+            elif item[:2] > kept[0][:2]:
+                heapq.heapreplace(kept, item)
+    kept.sort(key=lambda item: item[:2], reverse=True)
+    mistakes = [
+        Mistake(conf, pos, label, pred, _to_uint8(image, inputs))
+        for conf, pos, _, image, label, pred in kept
+    ]
+    return Predictions(np.concatenate(probs), np.concatenate(labels).astype(np.int64), mistakes)
+
+
+def load_run_config(workdir: str) -> ml_collections.ConfigDict:
+    path = os.path.join(workdir, "config.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} not found: is {workdir!r} a flaxcls run directory?")
+    with open(path, encoding="utf-8") as f:
+        return ml_collections.ConfigDict(json.load(f))
+
+
+@dataclasses.dataclass
+class LoadedRun:
+    workdir: str
+    config: ml_collections.ConfigDict
+    inputs: Input
+    state: TrainState
+    step: int
+
+
+def load_run(workdir: str, checkpoint: str = "best", mesh=None) -> LoadedRun:
+    """A run's config, data and restored state: its best checkpoint by the tracked validation
+    metric (the latest when it never validated), or its latest."""
+    from flaxcls import train as train_lib
+
+    if checkpoint not in ("best", "latest"):
+        raise ConfigError(f"--checkpoint={checkpoint!r}; choose best or latest.")
+    config = load_run_config(workdir)
+    mesh = mesh or sharding.make_mesh()
+    inputs = build_input(
+        config.data,
+        global_batch_size=config.batch_size,
+        eval_batch_size=config.eval_batch_size,
+        seed=config.seed,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
+    model = train_lib.create_model(config, inputs.info.num_classes)
+    steps_per_epoch = inputs.steps_per_epoch()
+    tx = create_optimizer(
+        config, steps_per_epoch, train_lib.total_train_steps(config, steps_per_epoch)
+    )
+    state = train_lib.init_state(
+        model,
+        tx,
+        config.seed,
+        inputs.info.image_shape,
+        mesh,
+        config.mesh.params,
+        config.mesh.fsdp_min_size,
+    )
+    checkpointer = Checkpointer(
+        os.path.join(workdir, "checkpoints"), best_metric=config.get("best_metric", "val_accuracy")
+    )
+    try:
+        step = checkpointer.best_step() if checkpoint == "best" else None
+        step = step if step is not None else checkpointer.latest_step()
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints to evaluate.")
+        state = checkpointer.restore(state, step)
+    finally:
+        checkpointer.close()
+    return LoadedRun(workdir, config, inputs, state, step)
+
+
+def run_predictions(run: LoadedRun, split: str, flip_tta: bool, mesh) -> Predictions:
+    if split not in run.inputs.split_sizes or not run.inputs.split_sizes[split]:
+        available = [s for s, n in run.inputs.split_sizes.items() if n and s != "train"]
+        raise ConfigError(f"split {split!r} is empty or unknown; this run has {available}.")
+    p_predict = compile_predict(run.state, mesh, flip_tta)
+    return collect_predictions(p_predict, run.state, run.inputs, split, mesh)
+
+
+def _variant_summary(name: str, probs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    label_prob = np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0)
+    return {
+        "variant": name,
+        "accuracy": float(np.mean(probs.argmax(1) == labels)),
+        "loss": float(-np.mean(np.log(label_prob))),
+        "ece": eval_metrics.calibration(probs, labels)["ece"],
+    }
+
+
+def evaluate_run(
+    workdir: str,
+    *,
+    split: str = "test",
+    checkpoint: str = "best",
+    ensemble: Sequence[str] = (),
+    report: bool = True,
+) -> dict[str, Any]:
+    """Evaluates the run in `workdir` (with flip TTA and any `ensemble` runs as variants) and
+    writes WORKDIR/eval/<split>.json and, with `report`, WORKDIR/report.html."""
+    mesh = sharding.make_mesh()
+    run = load_run(workdir, checkpoint, mesh)
+    names = list(run.inputs.info.class_names) or [
+        str(i) for i in range(run.inputs.info.num_classes)
+    ]
+    uses_tta = bool(run.config.get("flip_tta", False))
+    plain = run_predictions(run, split, False, mesh)
+    flipped = run_predictions(run, split, True, mesh)
+    variants = [
+        _variant_summary("this run", plain.probs, plain.labels),
+        _variant_summary("this run + flip TTA", flipped.probs, flipped.labels),
+    ]
+    chosen = flipped if uses_tta else plain
+    members = [run.workdir]
+    if ensemble:
+        sums = {False: plain.probs.copy(), True: flipped.probs.copy()}
+        for other_dir in ensemble:
+            other = load_run(other_dir, checkpoint, mesh)
+            for tta in (False, True):
+                other_pred = run_predictions(other, split, tta, mesh)
+                if not np.array_equal(other_pred.labels, plain.labels):
+                    raise ConfigError(f"{other_dir} evaluates other examples than {workdir}.")
+                sums[tta] += other_pred.probs
+            members.append(other_dir)
+        k = len(members)
+        variants.append(_variant_summary(f"ensemble of {k}", sums[False] / k, plain.labels))
+        variants.append(
+            _variant_summary(f"ensemble of {k} + flip TTA", sums[True] / k, plain.labels)
+        )
+        probs = (sums[True] if uses_tta else sums[False]) / k
+        chosen = Predictions(probs, plain.labels, chosen.mistakes)
+    result = eval_metrics.classification_report(chosen.probs, chosen.labels, names)
+    result.update(
+        split=split,
+        step=run.step,
+        checkpoint=checkpoint,
+        flip_tta=uses_tta,
+        ensemble=members,
+        variants=variants,
+    )
+    if jax.process_index() == 0:
+        out_dir = os.path.join(workdir, "eval")
+        os.makedirs(out_dir, exist_ok=True)
+        with open(os.path.join(out_dir, f"{split}.json"), "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=2)
+        print(eval_metrics.format_table(result))
+        for v in variants:
+            print(
+                f"{v['variant']:<28} accuracy {v['accuracy']:.4f}  loss {v['loss']:.4f}  "
+                f"ECE {v['ece']:.4f}"
+            )
+        if report:
+            from flaxcls import report as report_lib
+
+            path = report_lib.write_report(workdir, result, chosen.mistakes)
+            print(f"report: {path}")
+    return result
