@@ -20,17 +20,21 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.whiten_stem = False
 
     config.data = ml_collections.ConfigDict()
-    config.data.dataset = "fashion_mnist"  # a name from flaxcls.data.DATASETS, or "custom"
+    config.data.dataset = "fashion_mnist"  # a name from flaxcls.data.DATASETS, custom or folder
     config.data.source = "auto"  # auto | tfds | idx | npz; auto prefers installed IDX files
-    config.data.path = ""  # IDX folder or .npz file for the idx/npz sources
+    config.data.path = ""  # IDX folder or .npz file (idx/npz sources); the root for "folder"
     config.data.data_dir = ""  # tfds data_dir; empty means tfds's default
     config.data.download = False  # let tfds download and prepare a missing dataset
     config.data.validation_fraction = 0.2  # the last 20% of train is held out, as in Keras
-    config.data.test_fraction = 0.1  # held out as test when an .npz has no test arrays
+    config.data.test_fraction = 0.1  # held out as test when an .npz or a folder has no test split
     config.data.num_classes = 0  # for dataset="custom": 0 means max label + 1
+    # dataset="folder": class sub-folders (or train/ val/ test/ of them), resized to image_size
+    config.data.channels = 0  # 1 or 3; 0: 1 when every image is grayscale
+    config.data.split_seed = 0  # the stratified split of a folder without split sub-folders
+    config.data.skip_corrupt = False  # skip unreadable images with a warning (else an error)
     config.data.augment = "none"  # none | flip | crop | crop_flip; streaming: inception_crop_flip
     config.data.crop_padding = 4  # pixels of zero padding for the random crop
-    config.data.image_size = 224  # streaming datasets: training and evaluation crop size
+    config.data.image_size = 224  # streaming and folder datasets: the side images are sized to
     config.data.eval_resize = 256  # streaming datasets: shorter side before the centre crop
     config.data.shuffle_buffer = 10_000  # streaming datasets: tf.data shuffle buffer
     # In-memory datasets: hold the uint8 training split on every device; each batch is gathered,
@@ -64,6 +68,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.optimizer.weight_decay = 0.0  # kernels only; L2 for sgd/adam, decoupled for adamw
     config.optimizer.grad_clip_norm = 0.0  # > 0 clips the global gradient norm
     config.optimizer.freeze = ""  # regex over "module/param" paths kept fixed, e.g. "^stem/"
+    # Transfer learning: "^(?!head/)" freezes everything but the classifier (a feature
+    # extractor); backbone_lr_factor < 1 fine-tunes the backbone at a lower learning rate.
+    config.optimizer.backbone_lr_factor = 1.0
 
     config.schedule = ml_collections.ConfigDict()
     config.schedule.name = "constant"  # constant | step | cosine | warmup_cosine
@@ -73,6 +80,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.schedule.end_factor = 0.0  # cosine schedules end at learning_rate * end_factor
 
     config.label_smoothing = 0.0
+    config.init_from = ""  # a run directory: start from its best checkpoint's backbone
+    config.init_head = False  # also copy its classifier (same classes only)
+    # Train with BatchNorm in inference mode: running statistics used and kept as they are
+    # (and dropout off), as a frozen feature extractor needs.
+    config.frozen_batch_stats = False
     config.flip_tta = False  # evaluate on the mean logits of each image and its mirror
 
     config.eval_every_epochs = 1.0  # validation (and a checkpoint) this often

@@ -118,6 +118,16 @@ def create_optimizer(
     tx = OPTIMIZERS[cfg.name](cfg, lr)
     if cfg.grad_clip_norm > 0:
         tx = optax.chain(optax.clip_by_global_norm(cfg.grad_clip_norm), tx)
+    if cfg.backbone_lr_factor != 1.0:  # fine-tuning: everything but the head moves slower
+        tx = optax.chain(
+            tx,
+            optax.masked(
+                optax.scale(cfg.backbone_lr_factor),
+                lambda p: jax.tree_util.tree_map_with_path(
+                    lambda path, _: getattr(path[0], "key", None) != "head", p
+                ),
+            ),
+        )
     if cfg.freeze:
         try:
             re.compile(cfg.freeze)

@@ -85,6 +85,7 @@ def train_step(
     *,
     label_smoothing: float = 0.0,
     augment: Callable[[jax.Array, Batch], Batch] | None = None,
+    frozen_batch_stats: bool = False,
     axis_name: str | None = None,
 ) -> tuple[TrainState, Sums]:
     """One optimiser update on `batch` ({'image', 'label'[, 'mask']}); returns masked sums.
@@ -96,7 +97,8 @@ def train_step(
     the model is built with the same axis name: `get_model(..., axis_name=...)`.)
 
     `augment(rng, batch) -> batch` runs first, inside the step (see `flaxcls.data.in_step`);
-    it may add `mix_label` and `mix_weight` for mixup / cutmix.
+    it may add `mix_label` and `mix_weight` for mixup / cutmix. `frozen_batch_stats` runs the
+    model in inference mode (BatchNorm running statistics used and left unchanged, no dropout).
     """
     rng = jax.random.fold_in(state.rng, state.step)
     if axis_name is not None:  # each device draws its own dropout masks and augmentations
@@ -107,13 +109,17 @@ def train_step(
     count = jnp.maximum(_psum(jnp.sum(mask), axis_name), 1.0)
 
     def loss_fn(params):
-        logits, updates = state.apply_fn(
-            {"params": params, "batch_stats": state.batch_stats},
-            batch["image"],
-            train=True,
-            rngs={"dropout": rng},
-            mutable=["batch_stats"],
-        )
+        variables = {"params": params, "batch_stats": state.batch_stats}
+        if frozen_batch_stats:
+            logits, updates = state.apply_fn(variables, batch["image"], train=False), {}
+        else:
+            logits, updates = state.apply_fn(
+                variables,
+                batch["image"],
+                train=True,
+                rngs={"dropout": rng},
+                mutable=["batch_stats"],
+            )
         per_example = _training_loss(logits, batch, label_smoothing)
         return jnp.sum(per_example * mask) / count, (logits, per_example, updates)
 

@@ -26,6 +26,7 @@ from flaxcls.models.whitening import patch_whitening_kernel
 from flaxcls.optim import create_optimizer
 from flaxcls.preemption import Preempted, PreemptionWatcher
 from flaxcls.steps import TrainState, create_train_state, eval_step, train_step
+from flaxcls.transfer import init_from_run
 from flaxcls.writers import MetricsLog
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -99,6 +100,7 @@ def compile_steps(
         train_step,
         label_smoothing=config.label_smoothing,
         augment=build_step_augment(config.data, inputs.normalizer),
+        frozen_batch_stats=config.frozen_batch_stats,
     )
     p_eval = jax.jit(
         functools.partial(eval_step, flip_tta=config.flip_tta),
@@ -188,6 +190,14 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, float]:
     )
     if config.model.whiten_stem:
         state = whiten_stem(state, inputs)
+    if config.init_from:  # a resumed run's own checkpoint replaces this below
+        state, summary = init_from_run(state, config.init_from, init_head=config.init_head)
+        if is_main:
+            _save_json(os.path.join(workdir, "init_from.json"), summary)
+            print(
+                f"init_from {config.init_from} (step {summary['step']}): "
+                f"{len(summary['copied'])} arrays copied, fresh: {', '.join(summary['fresh'])}"
+            )
     if config.best_metric not in BEST_METRICS:
         raise ConfigError(
             f"best_metric={config.best_metric!r}; choose one of {', '.join(BEST_METRICS)}."
@@ -205,6 +215,7 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, float]:
         state = checkpointer.restore(state)
     if is_main:
         _save_json(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
+        _save_json(os.path.join(workdir, "classes.json"), list(inputs.info.class_names))
     log = MetricsLog(workdir, is_main_process=is_main)
     p_train, p_eval, batches = compile_steps(config, mesh, state, inputs)
     preemption = PreemptionWatcher()

@@ -61,7 +61,8 @@ def build_input(
         process_index=process_index,
         process_count=process_count,
     )
-    if data_config.dataset != "custom" and get_dataset_info(data_config.dataset).streaming:
+    in_memory = data_config.dataset in ("custom", "folder")
+    if not in_memory and get_dataset_info(data_config.dataset).streaming:
         from flaxcls.data import streaming  # imports TensorFlow only when needed
 
         return streaming.streaming_input(data_config, **kwargs)

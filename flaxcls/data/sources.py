@@ -150,6 +150,8 @@ def load_splits(data_config: Any) -> tuple[DatasetInfo, dict[str, ArraySplit]]:
     `data.dataset='custom'` reads a local npz or IDX folder and derives the facts (class count,
     normalisation statistics) from its training images.
     """
+    if data_config.dataset == "folder":
+        return _load_folder_splits(data_config)
     custom = data_config.dataset == "custom"
     info = CUSTOM_PLACEHOLDER if custom else get_dataset_info(data_config.dataset)
     kind, path = resolve_source(data_config, info)
@@ -166,16 +168,28 @@ def load_splits(data_config: Any) -> tuple[DatasetInfo, dict[str, ArraySplit]]:
     return info, splits
 
 
+def _load_folder_splits(data_config: Any) -> tuple[DatasetInfo, dict[str, ArraySplit]]:
+    from flaxcls.data.folder import load_folder
+
+    folder = load_folder(data_config)
+    splits = {name: ArraySplit(*arrays) for name, arrays in folder.splits.items()}
+    info = derive_info(splits["train"], len(folder.class_names), folder.class_names, "folder")
+    return info, splits
+
+
 CUSTOM_PLACEHOLDER = DatasetInfo(
     name="custom", num_classes=0, image_shape=(0, 0, 0), mean=(), std=(), tfds_name=""
 )
 
 
-def derive_info(train: ArraySplit, num_classes: int) -> DatasetInfo:
+def derive_info(
+    train: ArraySplit, num_classes: int, class_names: tuple[str, ...] = (), name: str = "custom"
+) -> DatasetInfo:
     """Dataset facts for user arrays: statistics over the training images."""
     pixels = train.images.reshape(-1, train.images.shape[-1]).astype(np.float64) / 255.0
     return DatasetInfo(
-        name="custom",
+        name=name,
+        class_names=class_names,
         num_classes=num_classes or int(train.labels.max()) + 1,
         image_shape=tuple(train.images.shape[1:]),
         mean=tuple(pixels.mean(axis=0).tolist()),
