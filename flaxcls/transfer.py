@@ -1,4 +1,5 @@
-"""Transfer learning: start a run from another run's checkpoint.
+"""Transfer learning: start a run from another run's checkpoint, or from PyTorch ResNet weights
+(`.safetensors`, or a `torch.save`d state_dict read with `weights_only=True`).
 
 Every parameter and BatchNorm statistic whose path and shape match is copied; the classifier
 (`head`) stays freshly initialised unless `init_head` asks for it (and its shape matches), so a
@@ -12,6 +13,7 @@ from typing import Any
 import jax
 from flax import traverse_util
 
+from flaxcls import foreign
 from flaxcls.errors import ConfigError
 from flaxcls.steps import TrainState
 
@@ -45,6 +47,8 @@ def init_from_run(
     """
     from flaxcls.evaluate import load_run
 
+    if foreign.is_weight_file(run_dir):
+        return _init_from_weights(state, run_dir, init_head)
     try:
         source = load_run(run_dir, checkpoint)
     except FileNotFoundError as e:
@@ -58,3 +62,18 @@ def init_from_run(
     batch_stats, _, _ = _copy_matching(state.batch_stats, source.state.batch_stats, init_head)
     summary = {"from": run_dir, "step": source.step, "copied": copied, "fresh": kept}
     return state.replace(params=params, batch_stats=batch_stats), summary
+
+
+def _init_from_weights(
+    state: TrainState, path: str, init_head: bool
+) -> tuple[TrainState, dict[str, Any]]:
+    state_dict = foreign.load_state_dict(path)
+    if not init_head:
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith("fc.")}
+    template = {"params": state.params, "batch_stats": state.batch_stats}
+    variables, fresh = foreign.resnet_variables_from_torch(state_dict, jax.device_get(template))
+    placed = jax.tree.map(
+        lambda new, old: jax.device_put(new, old.sharding).astype(old.dtype), variables, template
+    )
+    summary = {"from": path, "step": 0, "copied": sorted(state_dict), "fresh": fresh}
+    return state.replace(params=placed["params"], batch_stats=placed["batch_stats"]), summary
