@@ -2,6 +2,8 @@
 
   python run.py --config configs/fashion_mnist.py --workdir runs/fmnist [--config.num_epochs=1]
   python run.py --mode=evaluate --workdir runs/fmnist [--split=test] [--ensemble=RUN2,RUN3]
+  python run.py --mode=export --workdir runs/fmnist [--format=onnx|tflite|all]
+  python run.py --mode=predict --workdir runs/fmnist image.png photos/ [--top_k=5]
 
 Restarting with the same workdir resumes from its latest checkpoint. Several processes (hosts)
 run the same command with `--distributed` (TPU VM, SLURM) or with an explicit coordinator:
@@ -27,10 +29,13 @@ flags.DEFINE_string(
 flags.DEFINE_enum(
     "mode",
     "train",
-    ["train", "evaluate"],
+    ["train", "evaluate", "export", "predict"],
     "train: train (resuming) and test. evaluate: metrics, pictures and RUN/report.html for a "
-    "finished run's checkpoint, with the run's own config.",
+    "finished run's checkpoint, with the run's own config. export: ONNX and TFLite files under "
+    "RUN/export/. predict: top-k classes of the image files and folders given as arguments.",
 )
+flags.DEFINE_enum("format", "all", ["onnx", "tflite", "all"], "export: which artefacts.")
+flags.DEFINE_integer("top_k", 5, "predict: classes shown per image.")
 flags.DEFINE_string("split", "test", "evaluate: the split (test, validation, train).")
 flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "evaluate: which checkpoint.")
 flags.DEFINE_list(
@@ -81,12 +86,14 @@ def _config_path(argv: list[str]) -> str | None:
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
+    if len(argv) > 1 and FLAGS.mode != "predict":
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    if FLAGS.mode == "predict" and len(argv) < 2:
+        raise app.UsageError("--mode=predict needs image files or folders as arguments")
     if FLAGS.mode == "train" and FLAGS.config is None:
         raise app.UsageError("--config is required, e.g. --config configs/fashion_mnist.py")
-    if FLAGS.mode == "evaluate" and not FLAGS.workdir:
-        raise app.UsageError("--mode=evaluate needs --workdir, the run to evaluate")
+    if FLAGS.mode != "train" and not FLAGS.workdir:
+        raise app.UsageError(f"--mode={FLAGS.mode} needs --workdir, the run to use")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if not FLAGS["verbosity"].present:  # orbax and tfds log every file operation at INFO
         logging.set_verbosity(logging.WARNING)
@@ -112,6 +119,10 @@ def main(argv: list[str]) -> None:
             evaluate_run(
                 workdir, split=FLAGS.split, checkpoint=FLAGS.checkpoint, ensemble=FLAGS.ensemble
             )
+        elif FLAGS.mode == "export":
+            _export(workdir)
+        elif FLAGS.mode == "predict":
+            _predict(workdir, argv[1:])
         else:
             train_and_evaluate(FLAGS.config, workdir)
     except (
@@ -122,6 +133,30 @@ def main(argv: list[str]) -> None:
         sys.exit(f"error: {e}")
     except Preempted as e:  # a clean stop: the scheduler restarts the same command
         print(e, file=sys.stderr)
+
+
+def _export(workdir: str) -> None:
+    from flaxcls.export import FORMATS, export_run
+
+    formats = FORMATS if FLAGS.format == "all" else (FLAGS.format,)
+    result = export_run(workdir, formats=formats, checkpoint=FLAGS.checkpoint)
+    for name, figures in result["parity"].items():
+        print(
+            f"{name}: {result['artefacts'][name]['path']}  top-1 agrees with JAX on "
+            f"{figures['top1_agreement']:.2%} of {figures['images']} test images, max |p - p_jax| "
+            f"{figures['max_abs_prob_diff']:.2e}, accuracy {figures['accuracy']:.4f} "
+            f"(JAX {result['jax_accuracy']:.4f})"
+        )
+
+
+def _predict(workdir: str, paths: list[str]) -> None:
+    from flaxcls.predict import format_result, predict_files
+
+    results = predict_files(workdir, paths, top_k=FLAGS.top_k, checkpoint=FLAGS.checkpoint)
+    for result in results:
+        print(format_result(result))
+    if any("error" in r for r in results):
+        sys.exit(1)
 
 
 if __name__ == "__main__":

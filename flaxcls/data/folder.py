@@ -54,14 +54,16 @@ def _class_folders(root: str) -> list[str]:
     )
 
 
-def _decode(path: str, size: int, channels: int) -> np.ndarray:
+def decode_image(path: str, size: int | tuple[int, int], channels: int) -> np.ndarray:
+    """One image file as uint8 HWC, resized to `size` ((height, width) or a side), with 1 or 3
+    channels; images over MAX_IMAGE_PIXELS are refused before they are decoded."""
     from PIL import Image
 
+    height, width = (size, size) if isinstance(size, int) else size
     with Image.open(path) as image:  # reads the header only
-        width, height = image.size
-        if width * height > MAX_IMAGE_PIXELS:
+        if image.size[0] * image.size[1] > MAX_IMAGE_PIXELS:
             raise ValueError(
-                f"{width}x{height} pixels is over the {MAX_IMAGE_PIXELS:,} allowed "
+                f"{image.size[0]}x{image.size[1]} pixels is over the {MAX_IMAGE_PIXELS:,} allowed "
                 "(a decompression bomb?); refused before decoding"
             )
         image.load()  # decode now: truncated files fail here, not later
@@ -71,7 +73,7 @@ def _decode(path: str, size: int, channels: int) -> np.ndarray:
             background = Image.new("RGBA", image.size, (255, 255, 255, 255))
             image = Image.alpha_composite(background, image)
         image = image.convert("L" if channels == 1 else "RGB")
-        image = image.resize((size, size), Image.Resampling.BILINEAR)
+        image = image.resize((width, height), Image.Resampling.BILINEAR)
         array = np.asarray(image, np.uint8)
     return array[..., None] if channels == 1 else array
 
@@ -81,7 +83,7 @@ def _decode_all(
 ) -> tuple[list[np.ndarray | None], list[tuple[str, str]]]:
     def one(path: str):
         try:
-            return _decode(path, size, channels), None
+            return decode_image(path, size, channels), None
         except Exception as e:  # noqa: BLE001 - any decoder failure names the file
             return None, f"{type(e).__name__}: {e}"
 

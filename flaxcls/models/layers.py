@@ -40,7 +40,10 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
     about 3x slower. An odd last row or column is dropped, as VALID padding does.
     """
     n, h, w, c = x.shape
-    x = x[:, : h - h % 2, : w - w % 2, :]
+    # lax slices stay static slices under a symbolic batch size (indexing lowers to a gather,
+    # which the TFLite converter rejects)
+    x = jax.lax.slice_in_dim(x, 0, h - h % 2, axis=1)
+    x = jax.lax.slice_in_dim(x, 0, w - w % 2, axis=2)
     x = x.reshape(n, h // 2, 2, w // 2, 2, c)
     return x.max(axis=(2, 4))
 

@@ -34,7 +34,8 @@ def shortcut_branch(
     if kind == "projection":
         x = conv(features, (1, 1), strides, padding=0, name="proj_conv")(x)
         return norm(name="proj_bn")(x)
-    x = x[:, ::strides, ::strides, :]
+    # a strided lax slice, not indexing: it stays a slice under a symbolic batch (export)
+    x = jax.lax.slice(x, (0, 0, 0, 0), x.shape, (1, strides, strides, 1))
     extra = features - x.shape[-1]
     return jnp.pad(x, ((0, 0), (0, 0), (0, 0), (extra // 2, extra - extra // 2)))
 

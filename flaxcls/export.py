@@ -1,0 +1,208 @@
+"""Export a run's checkpoint for applications: ONNX (ONNX Runtime) and TFLite (LiteRT), with
+the preprocessing inside the graph (uint8 NHWC images of any batch size in, class
+probabilities out) and the class names beside them, and a parity check against JAX.
+
+  python run.py --mode=export --workdir RUN [--format=onnx|tflite|all]
+
+Routes: ONNX through jax2onnx, which lowers the jitted JAX function primitive by primitive (no
+TensorFlow involved); TFLite through jax2tf's native serialisation into a TF SavedModel, then
+the LiteRT (TFLite) converter, the path the TFLite documentation gives for JAX. Writes
+RUN/export/{model.onnx, saved_model/, model.tflite, model_fp16.tflite, classes.json,
+export.json}.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from flaxcls.errors import ConfigError
+
+FORMATS = ("onnx", "tflite")
+PARITY_IMAGES = 1000
+
+
+def serving_function(run: Any) -> Callable[[jax.Array], jax.Array]:
+    """uint8 images -> probabilities, with the run's normalisation and BatchNorm statistics
+    folded in as constants (flip TTA too, when the run evaluates with it)."""
+    from flaxcls.steps import predict
+
+    state = run.state
+    scale = np.asarray(run.inputs.normalizer.scale, np.float32)
+    shift = np.asarray(run.inputs.normalizer.shift, np.float32)
+    flip_tta = bool(run.config.get("flip_tta", False))
+    host_state = jax.device_get(state)
+
+    def serve(images: jax.Array) -> jax.Array:
+        x = images.astype(jnp.float32) * scale + shift
+        return jax.nn.softmax(predict(host_state, x, flip_tta=flip_tta), axis=-1)
+
+    return serve
+
+
+def export_onnx(serve: Callable, image_shape: tuple[int, ...], path: str) -> str:
+    from jax2onnx import to_onnx
+
+    spec = jax.ShapeDtypeStruct(("batch", *image_shape), jnp.uint8)
+    to_onnx(
+        serve,
+        [spec],
+        model_name="flaxcls",
+        return_mode="file",
+        output_path=path,
+        input_names=["images"],
+        output_names=["probabilities"],
+    )
+    return path
+
+
+def export_saved_model(serve: Callable, image_shape: tuple[int, ...], directory: str) -> str:
+    import tensorflow as tf
+    from jax.experimental import jax2tf
+
+    dims = ", ".join(str(d) for d in image_shape)
+    converted = jax2tf.convert(serve, polymorphic_shapes=[f"(b, {dims})"], with_gradient=False)
+    signature = [tf.TensorSpec([None, *image_shape], tf.uint8, name="images")]
+    module = tf.Module()
+    module.serve = tf.function(converted, autograph=False, input_signature=signature)
+    tf.saved_model.save(module, directory, signatures=module.serve.get_concrete_function())
+    return directory
+
+
+def export_tflite(saved_model: str, path: str, float16: bool = False) -> str:
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
+    if float16:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    with open(path, "wb") as f:
+        f.write(converter.convert())
+    return path
+
+
+class OnnxModel:
+    """An exported model in ONNX Runtime, called on uint8 NHWC batches."""
+
+    def __init__(self, path: str):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0].name
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input: images})[0]
+
+
+class TfliteModel:
+    """An exported model in the LiteRT (TFLite) interpreter, resized to each batch size."""
+
+    def __init__(self, path: str):
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.interpreter = Interpreter(model_path=path)
+        self.input = self.interpreter.get_input_details()[0]["index"]
+        self.output = self.interpreter.get_output_details()[0]["index"]
+        self.batch = None
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        if images.shape[0] != self.batch:
+            self.interpreter.resize_tensor_input(self.input, images.shape)
+            self.interpreter.allocate_tensors()
+            self.batch = images.shape[0]
+        self.interpreter.set_tensor(self.input, images)
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self.output).copy()
+
+
+def _batched(model: Callable, images: np.ndarray, batch: int = 250) -> np.ndarray:
+    return np.concatenate([model(images[i : i + batch]) for i in range(0, len(images), batch)])
+
+
+def parity(reference: np.ndarray, other: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """How an exported model's probabilities compare with JAX's on the same images."""
+    return {
+        "images": int(len(labels)),
+        "top1_agreement": float(np.mean(reference.argmax(1) == other.argmax(1))),
+        "max_abs_prob_diff": float(np.abs(reference - other).max()),
+        "accuracy": float(np.mean(other.argmax(1) == labels)),
+    }
+
+
+def split_images(run: Any, split: str, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """Up to `limit` uint8 images and labels of a split of the run's data, in order."""
+    from flaxcls.evaluate import _to_uint8
+
+    images, labels = [], []
+    for batch in run.inputs.evaluate(split):
+        real = batch["mask"] > 0
+        images.append(_to_uint8(batch["image"][real], run.inputs))
+        labels.append(batch["label"][real])
+        if sum(len(x) for x in labels) >= limit:
+            break
+    return np.concatenate(images)[:limit], np.concatenate(labels)[:limit]
+
+
+def export_run(
+    workdir: str,
+    *,
+    formats: tuple[str, ...] = FORMATS,
+    checkpoint: str = "best",
+    parity_images: int = PARITY_IMAGES,
+) -> dict[str, Any]:
+    """Writes the artefacts under WORKDIR/export/ and checks them against JAX on up to
+    `parity_images` test images; returns (and writes to export.json) the figures."""
+    from flaxcls.evaluate import load_run
+
+    unknown = set(formats) - set(FORMATS)
+    if unknown:
+        raise ConfigError(f"unknown export format(s) {sorted(unknown)}; choose from {FORMATS}.")
+    run = load_run(workdir, checkpoint)
+    out = os.path.join(workdir, "export")
+    os.makedirs(out, exist_ok=True)
+    serve = serving_function(run)
+    shape = tuple(run.inputs.info.image_shape)
+    names = list(run.inputs.info.class_names) or [
+        str(i) for i in range(run.inputs.info.num_classes)
+    ]
+    with open(os.path.join(out, "classes.json"), "w", encoding="utf-8") as f:
+        json.dump({"class_names": names, "image_shape": list(shape), "input": "uint8 NHWC"}, f)
+    images, labels = split_images(run, "test", parity_images)
+    reference = _batched(jax.jit(serve), images)
+    result: dict[str, Any] = {
+        "step": run.step,
+        "image_shape": list(shape),
+        "jax_accuracy": float(np.mean(reference.argmax(1) == labels)),
+        "artefacts": {},
+        "parity": {},
+    }
+    models: dict[str, Callable] = {}
+    if "onnx" in formats:
+        start = time.perf_counter()
+        path = export_onnx(serve, shape, os.path.join(out, "model.onnx"))
+        result["artefacts"]["onnx"] = {"path": path, "seconds": time.perf_counter() - start}
+        models["onnx"] = OnnxModel(path)
+    if "tflite" in formats:
+        start = time.perf_counter()
+        saved = export_saved_model(serve, shape, os.path.join(out, "saved_model"))
+        path = export_tflite(saved, os.path.join(out, "model.tflite"))
+        half = export_tflite(saved, os.path.join(out, "model_fp16.tflite"), float16=True)
+        result["artefacts"]["saved_model"] = {"path": saved}
+        result["artefacts"]["tflite"] = {"path": path, "seconds": time.perf_counter() - start}
+        result["artefacts"]["tflite_fp16"] = {"path": half}
+        models["tflite"] = TfliteModel(path)
+        models["tflite_fp16"] = TfliteModel(half)
+    for name, model in models.items():
+        result["parity"][name] = parity(reference, _batched(model, images), labels)
+        result["artefacts"][name]["bytes"] = os.path.getsize(result["artefacts"][name]["path"])
+    with open(os.path.join(out, "export.json"), "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=2)
+    return result
