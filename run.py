@@ -98,6 +98,7 @@ def main(argv: list[str]) -> None:
     if not FLAGS["verbosity"].present:  # orbax and tfds log every file operation at INFO
         logging.set_verbosity(logging.WARNING)
     from flaxcls import distributed
+    from flaxcls.checkpoint import CheckpointError
     from flaxcls.data import DatasetNotPreparedError
     from flaxcls.errors import ConfigError
     from flaxcls.preemption import Preempted
@@ -127,6 +128,7 @@ def main(argv: list[str]) -> None:
             train_and_evaluate(FLAGS.config, workdir)
     except (
         ConfigError,
+        CheckpointError,
         DatasetNotPreparedError,
         FileNotFoundError,
     ) as e:  # what to fix, not a traceback

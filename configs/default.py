@@ -90,6 +90,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval_every_epochs = 1.0  # validation (and a checkpoint) this often
     config.checkpoint_every_steps = 0  # > 0 adds checkpoints between validations
     config.keep_checkpoints = 3  # the latest few are kept, plus the best by best_metric
+    config.nonfinite = (
+        "stop"  # stop | skip: a NaN/Inf loss or gradient stops, or its update is skipped
+    )
+    config.max_consecutive_skips = 10  # skip: stop after this many non-finite steps in a row
+    config.on_save_error = "stop"  # stop | continue: a failed save (disk full) stops or warns
     config.best_metric = "val_accuracy"  # val_accuracy | val_top5_accuracy | val_loss
     config.early_stopping_patience = 0  # > 0: stop after this many validations without gain
     config.log_every_steps = 100

@@ -118,6 +118,10 @@ def create_optimizer(
     tx = OPTIMIZERS[cfg.name](cfg, lr)
     if cfg.grad_clip_norm > 0:
         tx = optax.chain(optax.clip_by_global_norm(cfg.grad_clip_norm), tx)
+    if config.get("nonfinite", "stop") == "skip":
+        # A NaN/Inf gradient leaves parameters and optimiser state as they were; the training
+        # loop stops after `max_consecutive_skips` of them, before optax would let one through.
+        tx = optax.apply_if_finite(tx, max_consecutive_errors=2**30)
     if cfg.backbone_lr_factor != 1.0:  # fine-tuning: everything but the head moves slower
         tx = optax.chain(
             tx,

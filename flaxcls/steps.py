@@ -99,6 +99,7 @@ def train_step(
     `augment(rng, batch) -> batch` runs first, inside the step (see `flaxcls.data.in_step`);
     it may add `mix_label` and `mix_weight` for mixup / cutmix. `frozen_batch_stats` runs the
     model in inference mode (BatchNorm running statistics used and left unchanged, no dropout).
+    The sums include `nonfinite`, 1 when the loss or a gradient was NaN or infinite.
     """
     rng = jax.random.fold_in(state.rng, state.step)
     if axis_name is not None:  # each device draws its own dropout masks and augmentations
@@ -125,10 +126,19 @@ def train_step(
 
     grads, (logits, per_example, updates) = jax.grad(loss_fn, has_aux=True)(state.params)
     grads = _sum_grads(grads, batch["image"], axis_name)
-    state = state.apply_gradients(
-        grads=grads, batch_stats=updates.get("batch_stats", state.batch_stats)
+    finite = jnp.isfinite(jnp.sum(per_example * mask)) & jnp.all(
+        jnp.asarray([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)])
     )
+    # A non-finite step never reaches the BatchNorm statistics (optax.apply_if_finite, when
+    # the optimiser is wrapped in it, keeps the parameters too).
+    batch_stats = jax.tree.map(
+        lambda new, old: jnp.where(finite, new, old),
+        updates.get("batch_stats", state.batch_stats),
+        state.batch_stats,
+    )
+    state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
     sums = classification_sums(logits, batch["label"], mask, per_example)
+    sums["nonfinite"] = 1.0 - finite.astype(jnp.float32)
     return state, _psum(sums, axis_name)
 
 

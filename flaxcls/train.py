@@ -16,7 +16,7 @@ import tqdm
 
 from flaxcls import metrics as metrics_lib
 from flaxcls import sharding
-from flaxcls.checkpoint import Checkpointer
+from flaxcls.checkpoint import SAVE_ERROR_MODES, Checkpointer
 from flaxcls.data import Input, build_input, on_device
 from flaxcls.data.augment import get_augmentation
 from flaxcls.data.in_step import build_step_augment
@@ -198,6 +198,12 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, float]:
                 f"init_from {config.init_from} (step {summary['step']}): "
                 f"{len(summary['copied'])} arrays copied, fresh: {', '.join(summary['fresh'])}"
             )
+    if config.on_save_error not in SAVE_ERROR_MODES:
+        raise ConfigError(
+            f"on_save_error={config.on_save_error!r}; choose one of {', '.join(SAVE_ERROR_MODES)}."
+        )
+    if config.nonfinite not in ("stop", "skip"):
+        raise ConfigError(f"nonfinite={config.nonfinite!r}; choose stop or skip.")
     if config.best_metric not in BEST_METRICS:
         raise ConfigError(
             f"best_metric={config.best_metric!r}; choose one of {', '.join(BEST_METRICS)}."
@@ -206,6 +212,7 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, float]:
         os.path.join(workdir, "checkpoints"),
         keep=config.keep_checkpoints,
         best_metric=config.best_metric,
+        on_save_error=config.on_save_error,
     )
     stop_file = os.path.join(workdir, "early_stopped.json")
     if os.path.isfile(stop_file):  # a restart of a run that stopped early stays stopped
@@ -213,6 +220,8 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, float]:
             total_steps = min(total_steps, json.load(f)["step"])
     if checkpointer.latest_step() is not None:
         state = checkpointer.restore(state)
+        if is_main:
+            print(f"resuming from step {int(jax.device_get(state.step))}", flush=True)
     if is_main:
         _save_json(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
         _save_json(os.path.join(workdir, "classes.json"), list(inputs.info.class_names))
@@ -272,6 +281,7 @@ class TrainLoop:
         steps_per_epoch = inputs.steps_per_epoch()
         self.eval_every = max(1, int(round(config.eval_every_epochs * steps_per_epoch)))
         self.is_main = jax.process_index() == 0
+        self.skipped_steps = self.consecutive_skips = 0
         self.best_value: float | None = None
         self.validations_without_gain = 0
         self.stopped_early = False
@@ -326,14 +336,30 @@ class TrainLoop:
 
     def _record(self, step: int, sums: Any) -> None:
         sums = jax.device_get(sums)
-        if not np.isfinite(sums["loss"]):
-            raise FloatingPointError(
-                f"Non-finite training loss at step {step}; the last good checkpoint is kept in "
-                f"{self.checkpointer.manager.directory}. Lower the learning rate or clip gradients "
-                "(--config.optimizer.grad_clip_norm)."
-            )
+        if sums.get("nonfinite", 0) > 0 or not np.isfinite(sums["loss"]):
+            self._nonfinite(step)
+            return
+        self.consecutive_skips = 0
         self.window = metrics_lib.add_sums(self.window, sums)
         self.window_steps += 1
+
+    def _nonfinite(self, step: int) -> None:
+        """A NaN/Inf loss or gradient at `step`: stop, or count the skipped update."""
+        cfg = self.config
+        self.skipped_steps += 1
+        self.consecutive_skips += 1
+        if cfg.nonfinite == "skip" and self.consecutive_skips <= cfg.max_consecutive_skips:
+            return
+        why = (
+            f"{self.consecutive_skips} non-finite steps in a row (max_consecutive_skips)"
+            if cfg.nonfinite == "skip"
+            else "a non-finite training loss or gradient"
+        )
+        raise FloatingPointError(
+            f"Stopped at step {step}: {why}; the last good checkpoint is kept in "
+            f"{self.checkpointer.directory}. Lower the learning rate, clip gradients "
+            "(--config.optimizer.grad_clip_norm), or skip such updates (--config.nonfinite=skip)."
+        )
 
     def _periodic_actions(self, state: TrainState, step: int, bar) -> None:
         validate = self._due(step, self.eval_every)
@@ -379,6 +405,7 @@ class TrainLoop:
             "train_accuracy": train["accuracy"],
             "images_per_sec": self.window_steps * self.config.batch_size / max(elapsed, 1e-9),
             "epoch": step / self.inputs.steps_per_epoch(),
+            "skipped_steps": self.skipped_steps,
         }
         self.log.write_scalars(step, scalars)
         bar.set_postfix(

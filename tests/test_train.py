@@ -114,7 +114,9 @@ def test_non_finite_loss_stops_with_the_step(tmp_path):
         write_npz(str(tmp_path)),
         **{"optimizer.learning_rate": 1e12, "optimizer.name": "sgd", "optimizer.momentum": 0.0},
     )
-    with pytest.raises(FloatingPointError, match="Non-finite training loss at step"):
+    with pytest.raises(
+        FloatingPointError, match=r"Stopped at step \d+: a non-finite training loss"
+    ):
         train_lib.train_and_evaluate(config, str(tmp_path / "run"))
 
 
