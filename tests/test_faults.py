@@ -21,7 +21,7 @@ from tests.launch import write_config
 from tests.test_train import _params
 
 LONG = {
-    "num_train_steps": 900,
+    "num_train_steps": 300,
     "checkpoint_every_steps": 5,
     "keep_checkpoints": 2,
     "log_every_steps": 10,
@@ -37,14 +37,14 @@ def test_killed_at_random_moments_ends_bit_identical(tmp_path):
     npz = write_npz(str(tmp_path))
     cache = str(tmp_path / "jax_cache")  # restarts skip recompiling
     config_file = write_config(str(tmp_path), npz, **LONG, compilation_cache_dir=cache)
-    report = run_with_kills(config_file, str(tmp_path / "killed"), kills=4, seed=1, delay=(4, 9))
+    report = run_with_kills(config_file, str(tmp_path / "killed"), kills=3, seed=1, delay=(4, 8))
     assert report.final_returncode == 0
-    assert report.kills == 4 and report.lost == 0
+    assert report.kills == 3 and report.lost == 0
     assert report.resumes >= 2, report
     reference = tiny_config(npz, **LONG)
     train_lib.train_and_evaluate(reference, str(tmp_path / "reference"))
     killed = _params(str(tmp_path / "killed"), reference)
-    assert int(killed.step) == 900
+    assert int(killed.step) == 300
     _assert_same_params(killed, _params(str(tmp_path / "reference"), reference))
 
 
