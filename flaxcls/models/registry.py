@@ -15,7 +15,7 @@ from flaxcls.models import cnn, fast_cnn, inception, resnet, wide_resnet
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "seed_cnn": cnn.SeedCNN,
     "fast_cnn": fast_cnn.FastCNN,  # airbench94 widths, for 32x32 inputs
-    "fast_cnn_small": functools.partial(  # a quarter of the work, for 28x28 CPU training
+    "fast_cnn_small": functools.partial(  # narrower, for 28x28 images on CPUs
         fast_cnn.FastCNN, widths=(32, 96, 192), stem_width=16, stem_kernel=3
     ),
     "resnet18": resnet.ResNet18,
