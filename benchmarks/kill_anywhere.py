@@ -66,9 +66,7 @@ def main(argv=None) -> None:
         )
         for run in range(args.runs):
             workdir = os.path.join(tmp, f"killed_{run}")
-            report = run_with_kills(
-                config_file, workdir, kills=args.kills_per_run, seed=run, delay=(3.0, 9.0)
-            )
+            report = run_with_kills(config_file, workdir, kills=args.kills_per_run, seed=run)
             final = _params(workdir, reference_config)
             identical = int(final.step) == args.steps and all(
                 np.array_equal(np.asarray(a), np.asarray(b))

@@ -126,7 +126,8 @@ def train_step(
 
     grads, (logits, per_example, updates) = jax.grad(loss_fn, has_aux=True)(state.params)
     grads = _sum_grads(grads, batch["image"], axis_name)
-    finite = jnp.isfinite(jnp.sum(per_example * mask)) & jnp.all(
+    # from replicated values only (the summed loss and gradients), so every device agrees
+    finite = jnp.isfinite(_psum(jnp.sum(per_example * mask), axis_name)) & jnp.all(
         jnp.asarray([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)])
     )
     # A non-finite step never reaches the BatchNorm statistics (optax.apply_if_finite, when

@@ -6,11 +6,14 @@ Shared by tests/test_faults.py (a few kills) and benchmarks/kill_anywhere.py (ma
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 
 import numpy as np
@@ -23,7 +26,6 @@ class KillReport:
     kills: int = 0
     resumes: int = 0  # restarts that continued from a checkpoint
     lost: int = 0  # restarts that resumed from less than the newest finished checkpoint
-    restarts_from_scratch: int = 0  # kills before any checkpoint existed
     resumed_steps: list[int] = dataclasses.field(default_factory=list)
     kill_times: list[float] = dataclasses.field(default_factory=list)
     final_returncode: int | None = None
@@ -38,31 +40,49 @@ def finished_steps(workdir: str) -> list[int]:
     return sorted(int(name) for name in os.listdir(directory) if name.isdigit())
 
 
+def _collect_stdout(proc: subprocess.Popen) -> tuple[list[str], threading.Thread]:
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    return lines, reader
+
+
+def _training(proc: subprocess.Popen, lines: list[str], workdir: str, resuming: bool) -> bool:
+    """True once the run trains: it printed that it resumed, or its first checkpoint exists."""
+    if proc.poll() is not None:
+        return True
+    if resuming:
+        return any("resuming from step" in line for line in lines)
+    return bool(finished_steps(workdir))
+
+
 def run_with_kills(
     config: str,
     workdir: str,
     *,
     kills: int,
     seed: int = 0,
-    delay: tuple[float, float] = (3.0, 12.0),
+    delay: tuple[float, float] = (0.0, 3.0),
     timeout: float = 600.0,
 ) -> KillReport:
-    """`run.py --config=config --workdir=workdir`, SIGKILLed `kills` times after a random
-    `delay` (seconds from each start), then run to the end."""
+    """`run.py --config=config --workdir=workdir`, SIGKILLed `kills` times, then run to the end.
+
+    Each kill comes a random `delay` (seconds) after the run is training: after it printed
+    that it resumed, or, on the first start, after its first checkpoint exists. So the kills
+    land inside steps, checkpoint writes and evaluations whatever the machine's speed.
+    """
     rng = np.random.default_rng(seed)
     report = KillReport()
     command = [sys.executable, "run.py", f"--config={config}", f"--workdir={workdir}"]
     for attempt in range(kills + 1):
         before = finished_steps(workdir)
+        stderr = tempfile.TemporaryFile("w+")  # a file: a full pipe would block the run
         proc = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=env_for(1),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+            command, cwd=ROOT, env=env_for(1), stdout=subprocess.PIPE, stderr=stderr, text=True
         )
+        lines, reader = _collect_stdout(proc)
         if attempt < kills:
+            wait_for(functools.partial(_training, proc, lines, workdir, bool(before)), timeout)
             wait = float(rng.uniform(*delay))
             try:
                 proc.wait(timeout=wait)
@@ -70,27 +90,26 @@ def run_with_kills(
                 proc.send_signal(signal.SIGKILL)
                 report.kills += 1
                 report.kill_times.append(wait)
-        out, err = proc.communicate(timeout=timeout)
+        proc.wait(timeout=timeout)
+        reader.join(timeout=30)  # the pipe closes with the process
+        out = "".join(lines)
+        stderr.seek(0)
+        err = stderr.read()
+        stderr.close()
         resumed = re.search(r"resuming from step (\d+)", out)
         if before:
             if resumed is None:
-                # killed before it got as far as restoring: not a resume, nothing lost yet
-                if proc.returncode == 0:
-                    raise AssertionError(f"a run with checkpoints {before} did not resume:\n{err}")
-            else:
-                report.resumes += 1
-                step = int(resumed.group(1))
-                report.resumed_steps.append(step)
-                report.lost += step < before[-1]
-        elif attempt > 0 and resumed is None:
-            report.restarts_from_scratch += 1
+                raise AssertionError(f"a run with checkpoints {before} did not resume:\n{err}")
+            report.resumes += 1
+            step = int(resumed.group(1))
+            report.resumed_steps.append(step)
+            report.lost += step < before[-1]
         if proc.returncode not in (0, -signal.SIGKILL):
             raise AssertionError(f"run failed with {proc.returncode}:\n{err[-4000:]}")
         if proc.returncode == 0:
             report.final_returncode = 0
             report.final_stdout = out
-            if attempt < kills:  # it finished before the kill came: start a fresh cycle
-                break
+            break  # finished (before a kill came, when attempts remain)
     return report
 
 

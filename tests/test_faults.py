@@ -37,10 +37,9 @@ def test_killed_at_random_moments_ends_bit_identical(tmp_path):
     npz = write_npz(str(tmp_path))
     cache = str(tmp_path / "jax_cache")  # restarts skip recompiling
     config_file = write_config(str(tmp_path), npz, **LONG, compilation_cache_dir=cache)
-    report = run_with_kills(config_file, str(tmp_path / "killed"), kills=3, seed=1, delay=(4, 8))
+    report = run_with_kills(config_file, str(tmp_path / "killed"), kills=3, seed=1)
     assert report.final_returncode == 0
-    assert report.kills == 3 and report.lost == 0
-    assert report.resumes >= 2, report
+    assert (report.kills, report.resumes, report.lost) == (3, 3, 0), report
     reference = tiny_config(npz, **LONG)
     train_lib.train_and_evaluate(reference, str(tmp_path / "reference"))
     killed = _params(str(tmp_path / "killed"), reference)

@@ -77,6 +77,22 @@ PUBLISHED = [
 ]
 
 
+# No published count: conv kernels (no biases), BatchNorm scale + bias, head without bias.
+def _fast_cnn_count(channels, stem_kernel, stem, widths, classes):
+    count = stem_kernel**2 * channels * stem + 2 * stem
+    previous = stem
+    for width in widths:
+        count += 9 * previous * width + 9 * width * width + 4 * width
+        previous = width
+    return count + previous * classes
+
+
+DERIVED = [
+    ("fast_cnn", (32, 32, 3), 10, _fast_cnn_count(3, 2, 24, (64, 256, 256), 10)),
+    ("fast_cnn_small", (28, 28, 1), 10, _fast_cnn_count(1, 3, 16, (32, 96, 192), 10)),
+]
+
+
 def test_registry_names_and_every_model_has_a_count():
     expected = {
         "seed_cnn",
@@ -91,12 +107,14 @@ def test_registry_names_and_every_model_has_a_count():
         "wide_resnet28_10",
         "inception_v3",
         "inception_small",
+        "fast_cnn",
+        "fast_cnn_small",
     }
     assert set(MODELS) == expected
-    assert {name for name, *_ in PUBLISHED} == expected
+    assert {name for name, *_ in PUBLISHED + DERIVED} == expected
 
 
-@pytest.mark.parametrize("name, image_shape, num_classes, count", PUBLISHED)
+@pytest.mark.parametrize("name, image_shape, num_classes, count", PUBLISHED + DERIVED)
 def test_param_count_matches_published(name, image_shape, num_classes, count):
     model = get_model(name, num_classes=num_classes)
     assert _num_params(_abstract_init(model, (1, *image_shape))) == count
