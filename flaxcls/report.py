@@ -93,7 +93,7 @@ def plot_mistakes(mistakes: list[Any], names: list[str], path: str) -> str:
     if not mistakes:
         axes.flat[0].text(0.5, 0.5, "no mistakes", ha="center", va="center")
     fig.suptitle("Most confident mistakes")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97))  # leave the title its own row
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
