@@ -105,10 +105,12 @@ class OnnxModel:
 class TfliteModel:
     """An exported model in the LiteRT (TFLite) interpreter, resized to each batch size."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, num_threads: int | None = None):
         from ai_edge_litert.interpreter import Interpreter
 
-        self.interpreter = Interpreter(model_path=path)
+        # all cores, as ONNX Runtime and XLA use (the interpreter's default is one thread)
+        threads = num_threads or os.cpu_count() or 1
+        self.interpreter = Interpreter(model_path=path, num_threads=threads)
         self.input = self.interpreter.get_input_details()[0]["index"]
         self.output = self.interpreter.get_output_details()[0]["index"]
         self.batch = None
