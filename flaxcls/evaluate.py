@@ -24,9 +24,8 @@ import numpy as np
 
 from flaxcls import eval_metrics, sharding
 from flaxcls.checkpoint import Checkpointer
-from flaxcls.data import Input, build_input
+from flaxcls.data import Input
 from flaxcls.errors import ConfigError
-from flaxcls.optim import create_optimizer
 from flaxcls.steps import TrainState, predict
 
 MISTAKES_KEPT = 36  # the most confident mistakes shown in the report
@@ -135,28 +134,7 @@ def load_run(workdir: str, checkpoint: str = "best", mesh=None) -> LoadedRun:
         raise ConfigError(f"--checkpoint={checkpoint!r}; choose best or latest.")
     config = load_run_config(workdir)
     mesh = mesh or sharding.make_mesh()
-    inputs = build_input(
-        config.data,
-        global_batch_size=config.batch_size,
-        eval_batch_size=config.eval_batch_size,
-        seed=config.seed,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-    )
-    model = train_lib.create_model(config, inputs.info.num_classes)
-    steps_per_epoch = inputs.steps_per_epoch()
-    tx = create_optimizer(
-        config, steps_per_epoch, train_lib.total_train_steps(config, steps_per_epoch)
-    )
-    state = train_lib.init_state(
-        model,
-        tx,
-        config.seed,
-        inputs.info.image_shape,
-        mesh,
-        config.mesh.params,
-        config.mesh.fsdp_min_size,
-    )
+    inputs, state, _ = train_lib.build_run(config, mesh)
     checkpointer = Checkpointer(
         os.path.join(workdir, "checkpoints"), best_metric=config.get("best_metric", "val_accuracy")
     )

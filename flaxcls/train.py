@@ -68,6 +68,33 @@ def init_state(
     return jax.jit(init, out_shardings=shardings)(rng)
 
 
+def build_run(config: Any, mesh) -> tuple[Input, TrainState, int]:
+    """A run's input (this process's share), its freshly initialised state sharded over
+    `mesh`, and its total number of training steps."""
+    inputs = build_input(
+        config.data,
+        global_batch_size=config.batch_size,
+        eval_batch_size=config.eval_batch_size,
+        seed=config.seed,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
+    model = create_model(config, inputs.info.num_classes)
+    steps_per_epoch = inputs.steps_per_epoch()
+    total_steps = total_train_steps(config, steps_per_epoch)
+    tx = create_optimizer(config, steps_per_epoch, total_steps)
+    state = init_state(
+        model,
+        tx,
+        config.seed,
+        inputs.info.image_shape,
+        mesh,
+        config.mesh.params,
+        config.mesh.fsdp_min_size,
+    )
+    return inputs, state, total_steps
+
+
 def whiten_stem(state: TrainState, inputs: Input, num_images: int = 5000) -> TrainState:
     """The stem kernel set by patch whitening of the first `num_images` training images."""
     kernel = state.params.get("stem", {}).get("kernel")
@@ -167,27 +194,7 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, float]:
     mesh = sharding.make_mesh()
     sharding.check_batch_size(config.batch_size, mesh)
     sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
-    inputs = build_input(
-        config.data,
-        global_batch_size=config.batch_size,
-        eval_batch_size=config.eval_batch_size,
-        seed=config.seed,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-    )
-    model = create_model(config, inputs.info.num_classes)
-    steps_per_epoch = inputs.steps_per_epoch()
-    total_steps = total_train_steps(config, steps_per_epoch)
-    tx = create_optimizer(config, steps_per_epoch, total_steps)
-    state = init_state(
-        model,
-        tx,
-        config.seed,
-        inputs.info.image_shape,
-        mesh,
-        config.mesh.params,
-        config.mesh.fsdp_min_size,
-    )
+    inputs, state, total_steps = build_run(config, mesh)
     if config.model.whiten_stem:
         state = whiten_stem(state, inputs)
     if config.init_from:  # a resumed run's own checkpoint replaces this below
