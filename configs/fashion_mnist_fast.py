@@ -7,6 +7,8 @@ suits 28x28 grayscale images.
   python benchmarks/recipe_seeds.py --config configs/fashion_mnist_fast.py --seeds 0 1 2
 
 Trains on all 60,000 training images (no validation hold-out) and reports the 10,000 test images.
+Measured on 2 CPU cores: 93.8% test accuracy with flip TTA (seed 0) in 22 minutes; the 94% goal
+needs a longer schedule or a wider network than this CPU budget allowed so far.
 """
 
 import ml_collections
@@ -23,7 +25,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.on_device = True
     config.batch_size = 128
     config.eval_batch_size = 1000
-    config.num_epochs = 10.0
+    config.num_epochs = 12.0
     config.optimizer.name = "sgd"
     config.optimizer.learning_rate = 0.1
     config.optimizer.nesterov = True

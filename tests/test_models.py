@@ -89,7 +89,7 @@ def _fast_cnn_count(channels, stem_kernel, stem, widths, classes):
 
 DERIVED = [
     ("fast_cnn", (32, 32, 3), 10, _fast_cnn_count(3, 2, 24, (64, 256, 256), 10)),
-    ("fast_cnn_small", (28, 28, 1), 10, _fast_cnn_count(1, 3, 16, (32, 96, 192), 10)),
+    ("fast_cnn_small", (28, 28, 1), 10, _fast_cnn_count(1, 3, 16, (32, 64, 128), 10)),
 ]
 
 

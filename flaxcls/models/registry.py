@@ -16,7 +16,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "seed_cnn": cnn.SeedCNN,
     "fast_cnn": fast_cnn.FastCNN,  # airbench94 widths, for 32x32 inputs
     "fast_cnn_small": functools.partial(  # narrower, for 28x28 images on CPUs
-        fast_cnn.FastCNN, widths=(32, 96, 192), stem_width=16, stem_kernel=3
+        fast_cnn.FastCNN, widths=(32, 64, 128), stem_width=16, stem_kernel=3
     ),
     "resnet18": resnet.ResNet18,
     "resnet34": resnet.ResNet34,
