@@ -80,6 +80,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.schedule.end_factor = 0.0  # cosine schedules end at learning_rate * end_factor
 
     config.label_smoothing = 0.0
+    config.class_weights = "none"  # none | balanced: weigh each class's loss by 1 / its frequency
     config.init_from = ""  # a run directory: start from its best checkpoint's backbone
     config.init_head = False  # also copy its classifier (same classes only)
     # Train with BatchNorm in inference mode: running statistics used and kept as they are

@@ -86,6 +86,7 @@ def train_step(
     label_smoothing: float = 0.0,
     augment: Callable[[jax.Array, Batch], Batch] | None = None,
     frozen_batch_stats: bool = False,
+    class_weights: jax.Array | None = None,
     axis_name: str | None = None,
 ) -> tuple[TrainState, Sums]:
     """One optimiser update on `batch` ({'image', 'label'[, 'mask']}); returns masked sums.
@@ -99,7 +100,9 @@ def train_step(
     `augment(rng, batch) -> batch` runs first, inside the step (see `flaxcls.data.in_step`);
     it may add `mix_label` and `mix_weight` for mixup / cutmix. `frozen_batch_stats` runs the
     model in inference mode (BatchNorm running statistics used and left unchanged, no dropout).
-    The sums include `nonfinite`, 1 when the loss or a gradient was NaN or infinite.
+    `class_weights` (num_classes,) weighs each example's loss by its label's weight (the
+    reported loss stays unweighted). The sums include `nonfinite`, 1 when the loss or a
+    gradient was NaN or infinite.
     """
     rng = jax.random.fold_in(state.rng, state.step)
     if axis_name is not None:  # each device draws its own dropout masks and augmentations
@@ -122,7 +125,8 @@ def train_step(
                 mutable=["batch_stats"],
             )
         per_example = _training_loss(logits, batch, label_smoothing)
-        return jnp.sum(per_example * mask) / count, (logits, per_example, updates)
+        weights = mask if class_weights is None else mask * class_weights[batch["label"]]
+        return jnp.sum(per_example * weights) / count, (logits, per_example, updates)
 
     grads, (logits, per_example, updates) = jax.grad(loss_fn, has_aux=True)(state.params)
     grads = _sum_grads(grads, batch["image"], axis_name)

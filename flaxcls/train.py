@@ -115,6 +115,21 @@ def whiten_stem(state: TrainState, inputs: Input, num_images: int = 5000) -> Tra
     return state.replace(params=params)
 
 
+def class_weights(config: Any, inputs: Input) -> jax.Array | None:
+    """`loss.class_weights="balanced"`: n / (k * n_c) per class c of the training split (as
+    scikit-learn's), so every class weighs as much in the loss; None for "none"."""
+    if config.class_weights == "none":
+        return None
+    if config.class_weights != "balanced":
+        raise ConfigError(f"class_weights={config.class_weights!r}; choose none or balanced.")
+    if inputs.train_split is None:
+        raise ConfigError("class_weights='balanced' needs a dataset held in memory.")
+    k = inputs.info.num_classes
+    counts = np.bincount(inputs.train_split.labels, minlength=k).astype(np.float64)
+    weights = len(inputs.train_split) / (k * np.maximum(counts, 1.0))
+    return jnp.asarray(np.where(counts > 0, weights, 0.0), jnp.float32)
+
+
 def compile_steps(
     config: Any, mesh, state: TrainState, inputs: Input
 ) -> tuple[Callable, Callable, Callable[[int], Iterator]]:
@@ -128,6 +143,7 @@ def compile_steps(
         label_smoothing=config.label_smoothing,
         augment=build_step_augment(config.data, inputs.normalizer),
         frozen_batch_stats=config.frozen_batch_stats,
+        class_weights=class_weights(config, inputs),
     )
     p_eval = jax.jit(
         functools.partial(eval_step, flip_tta=config.flip_tta),

@@ -118,3 +118,33 @@ def test_label_smoothing_cross_entropy():
     target = np.array([1 - eps + eps / 3, eps / 3, eps / 3])
     expected = -(target * np.log(p)).sum()
     np.testing.assert_allclose(cross_entropy(logits, labels, eps)[0], expected, rtol=1e-6)
+
+
+def test_class_weights_weigh_each_example_by_its_label():
+    from flaxcls import get_model
+
+    model = get_model("seed_cnn", num_classes=3)
+    state = create_train_state(model, optax.sgd(1.0), jax.random.PRNGKey(0), (28, 28, 1))
+    rng = np.random.default_rng(0)
+    batch = {
+        "image": jnp.asarray(rng.normal(size=(6, 28, 28, 1)), jnp.float32),
+        "label": jnp.asarray([0, 0, 0, 0, 1, 2], jnp.int32),
+    }
+    weights = jnp.asarray([0.5, 2.0, 3.0])
+    plain, _ = train_step(state, batch)
+    ones, _ = train_step(state, batch, class_weights=jnp.ones(3))
+    weighted, sums = train_step(state, batch, class_weights=weights)
+    for a, b in zip(jax.tree.leaves(plain.params), jax.tree.leaves(ones.params), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+    # reference: the gradient of the hand-weighted mean loss
+    def loss(params):
+        logits = model.apply({"params": params}, batch["image"], train=True)
+        per = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
+        return jnp.sum(per * weights[batch["label"]]) / 6
+
+    grads = jax.grad(loss)(state.params)
+    expected = jax.tree.map(lambda p, g: p - g, state.params, grads)
+    for a, b in zip(jax.tree.leaves(weighted.params), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert float(sums["count"]) == 6
