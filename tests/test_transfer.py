@@ -16,16 +16,33 @@ def _leaves(tree):
 
 
 def _pretrained(tmp_path, model="cifar_resnet20", num_classes=5):
-    npz = write_npz(str(tmp_path / "src"), num_classes=num_classes, shape=(32, 32, 3))
+    if num_classes <= 5:
+        npz = write_npz(str(tmp_path / "src"), num_classes=num_classes, shape=(32, 32, 3))
+    else:  # noise with every label present: a source model for many classes
+        rng = np.random.default_rng(0)
+        npz = str(tmp_path / "src" / "many.npz")
+        np.savez(
+            npz,
+            images=rng.integers(0, 256, (160, 32, 32, 3), dtype=np.uint8),
+            labels=np.arange(160) % num_classes,
+            test_images=rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8),
+            test_labels=np.arange(20) % num_classes,
+        )
     config = tiny_config(npz, **{"model.name": model, "num_train_steps": 4})
     train_lib.train_and_evaluate(config, str(tmp_path / "pretrained"))
     return _params(str(tmp_path / "pretrained"), config)
 
 
-def test_a_five_class_backbone_starts_a_three_class_model(tmp_path):
+def test_a_hundred_class_checkpoint_starts_a_ten_class_model(tmp_path):
     (tmp_path / "src").mkdir()
-    source = _pretrained(tmp_path)
-    npz = write_npz(str(tmp_path), num_classes=3, shape=(32, 32, 3), seed=1)
+    source = _pretrained(tmp_path, num_classes=100)
+    rng = np.random.default_rng(1)
+    npz = str(tmp_path / "ten.npz")
+    np.savez(
+        npz,
+        images=rng.integers(0, 256, (80, 32, 32, 3), dtype=np.uint8),
+        labels=np.arange(80) % 10,
+    )
     config = tiny_config(
         npz,
         **{
@@ -38,7 +55,7 @@ def test_a_five_class_backbone_starts_a_three_class_model(tmp_path):
     train_lib.train_and_evaluate(config, str(tmp_path / "target"))
     target = _params(str(tmp_path / "target"), config)
     src, dst = _leaves(source.params), _leaves(target.params)
-    assert dst["head/kernel"].shape == (64, 3) and src["head/kernel"].shape == (64, 5)
+    assert dst["head/kernel"].shape == (64, 10) and src["head/kernel"].shape == (64, 100)
     for path, value in dst.items():
         if not path.startswith("head/"):
             np.testing.assert_allclose(value, src[path], atol=1e-6, err_msg=path)
