@@ -47,13 +47,13 @@ def _collect_stdout(proc: subprocess.Popen) -> tuple[list[str], threading.Thread
     return lines, reader
 
 
-def _training(proc: subprocess.Popen, lines: list[str], workdir: str, resuming: bool) -> bool:
-    """True once the run trains: it printed that it resumed, or its first checkpoint exists."""
+def _training(proc: subprocess.Popen, workdir: str, newest_before: int) -> bool:
+    """True once the run trains: it has finished a checkpoint newer than any before it
+    started (compilation and restoring are behind it)."""
     if proc.poll() is not None:
         return True
-    if resuming:
-        return any("resuming from step" in line for line in lines)
-    return bool(finished_steps(workdir))
+    steps = finished_steps(workdir)
+    return bool(steps) and steps[-1] > newest_before
 
 
 def run_with_kills(
@@ -67,9 +67,10 @@ def run_with_kills(
 ) -> KillReport:
     """`run.py --config=config --workdir=workdir`, SIGKILLed `kills` times, then run to the end.
 
-    Each kill comes a random `delay` (seconds) after the run is training: after it printed
-    that it resumed, or, on the first start, after its first checkpoint exists. So the kills
-    land inside steps, checkpoint writes and evaluations whatever the machine's speed.
+    Each kill comes a random `delay` (seconds) after the run is training again: after it
+    finished a checkpoint newer than those it started with. So every restart makes progress
+    and the kills land inside steps, checkpoint writes and evaluations, whatever the machine's
+    speed.
     """
     rng = np.random.default_rng(seed)
     report = KillReport()
@@ -82,7 +83,8 @@ def run_with_kills(
         )
         lines, reader = _collect_stdout(proc)
         if attempt < kills:
-            wait_for(functools.partial(_training, proc, lines, workdir, bool(before)), timeout)
+            newest = before[-1] if before else -1
+            wait_for(functools.partial(_training, proc, workdir, newest), timeout)
             wait = float(rng.uniform(*delay))
             try:
                 proc.wait(timeout=wait)
