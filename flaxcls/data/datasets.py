@@ -107,6 +107,7 @@ def get_dataset_info(name: str) -> DatasetInfo:
     if name not in DATASETS:
         raise ConfigError(
             f"Unknown dataset {name!r}. Known datasets: {', '.join(sorted(DATASETS))}. "
-            "For your own arrays use --config.data.source=npz --config.data.path=FILE.npz."
+            "For your own images use --config.data.dataset=folder --config.data.path=DIR, for "
+            "arrays --config.data.dataset=custom --config.data.path=FILE.npz."
         )
     return DATASETS[name]
