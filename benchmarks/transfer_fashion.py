@@ -61,20 +61,14 @@ def write_folder(root: str, images, labels, names, per_class: int | None, seed: 
 
 
 def base_config(**overrides):
-    from configs import default
+    """configs/folder.py's recipe (SGD 0.05, warmup-cosine, label smoothing 0.1) on the small
+    model, batches of 50 and 2-pixel crops for 28x28 images, with `overrides` ("a.b": value)."""
+    from configs import folder
 
-    config = default.get_config()
+    config = folder.get_config()
     config.model.name = MODEL
     config.batch_size = 50
     config.eval_batch_size = 500
-    config.optimizer.name = "sgd"
-    config.optimizer.learning_rate = 0.05
-    config.optimizer.nesterov = True
-    config.optimizer.weight_decay = 5e-4
-    config.schedule.name = "warmup_cosine"
-    config.schedule.warmup_epochs = 1.0
-    config.label_smoothing = 0.1
-    config.data.augment = "crop_flip"
     config.data.crop_padding = 2
     config.progress_bar = False
     config.compilation_cache_dir = ""
