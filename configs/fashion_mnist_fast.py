@@ -8,7 +8,8 @@ suits 28x28 grayscale images.
 
 Trains on all 60,000 training images (no validation hold-out) and reports the 10,000 test images.
 Measured on 2 CPU cores: 93.87% mean test accuracy with flip TTA over seeds 0, 1, 2 (93.82,
-93.84, 93.94), 20-27 minutes a seed; the 94% goal needs a longer schedule or a wider network.
+93.84, 93.94), 20-27 minutes a seed. With --config.num_epochs=16, seed 0 reached 94.18% in
+23 minutes (other seeds not yet measured).
 """
 
 import ml_collections
