@@ -69,6 +69,49 @@ def images_per_sec(workdir: str) -> float:
     return statistics.median(rates[1:] or rates) if rates else float("nan")
 
 
+def summary_of(runs: list[dict]) -> dict:
+    accuracies = [r["test_accuracy"] for r in runs]
+    walls = [r["wall_s"] for r in runs]
+    return {
+        "mean_test_accuracy": statistics.mean(accuracies),
+        "std_test_accuracy": statistics.stdev(accuracies) if len(runs) > 1 else 0.0,
+        "min_test_accuracy": min(accuracies),
+        "mean_wall_s": statistics.mean(walls),
+    }
+
+
+def write_results(
+    args: argparse.Namespace, argv: list[str] | None, name: str, runs: list[dict]
+) -> str:
+    out = args.out or os.path.join(ROOT, "benchmarks", "results", f"{name}_seeds.json")
+    write_json(
+        out,
+        {
+            "benchmark": "recipe_seeds",
+            "config": os.path.relpath(os.path.abspath(args.config), ROOT),
+            "overrides": args.set,
+            "command": "python benchmarks/recipe_seeds.py " + " ".join(argv or sys.argv[1:]),
+            "machine": machine(),
+            "versions": versions(PACKAGES),
+            "summary": summary_of(runs),
+            "runs": runs,
+        },
+    )
+    return out
+
+
+def summarize(args: argparse.Namespace, name: str, runs: list[dict]) -> None:
+    summary = summary_of(runs)
+    print()
+    print(f"| {name} | seeds | mean test acc | std | min | mean wall s |")
+    print("|---|---|---|---|---|---|")
+    print(
+        f"| {' '.join(args.set) or 'as configured'} | {len(runs)} | "
+        f"{summary['mean_test_accuracy']:.4f} | {summary['std_test_accuracy']:.4f} | "
+        f"{summary['min_test_accuracy']:.4f} | {summary['mean_wall_s']:.0f} |"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     from flaxcls.train import train_and_evaluate
@@ -95,36 +138,9 @@ def main(argv: list[str] | None = None) -> None:
             }
         )
         print(f"seed {seed}: test accuracy {test['accuracy']:.4f}, {wall:.0f} s", flush=True)
-    accuracies = [r["test_accuracy"] for r in runs]
-    walls = [r["wall_s"] for r in runs]
-    summary = {
-        "mean_test_accuracy": statistics.mean(accuracies),
-        "std_test_accuracy": statistics.stdev(accuracies) if len(runs) > 1 else 0.0,
-        "min_test_accuracy": min(accuracies),
-        "mean_wall_s": statistics.mean(walls),
-    }
-    print()
-    print(f"| {name} | seeds | mean test acc | std | min | mean wall s |")
-    print("|---|---|---|---|---|---|")
-    print(
-        f"| {' '.join(args.set) or 'as configured'} | {len(runs)} | "
-        f"{summary['mean_test_accuracy']:.4f} | {summary['std_test_accuracy']:.4f} | "
-        f"{summary['min_test_accuracy']:.4f} | {summary['mean_wall_s']:.0f} |"
-    )
-    out = args.out or os.path.join(ROOT, "benchmarks", "results", f"{name}_seeds.json")
-    write_json(
-        out,
-        {
-            "benchmark": "recipe_seeds",
-            "config": os.path.relpath(os.path.abspath(args.config), ROOT),
-            "overrides": args.set,
-            "command": "python benchmarks/recipe_seeds.py " + " ".join(argv or sys.argv[1:]),
-            "machine": machine(),
-            "versions": versions(PACKAGES),
-            "summary": summary,
-            "runs": runs,
-        },
-    )
+        # Written after every seed, so a stopped run keeps the seeds it finished.
+        out = write_results(args, argv, name, runs)
+    summarize(args, name, runs)
     print(f"wrote {out}")
 
 

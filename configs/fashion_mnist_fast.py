@@ -26,7 +26,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.on_device = True
     config.batch_size = 128
     config.eval_batch_size = 1000
-    config.num_epochs = 12.0
+    config.num_epochs = 16.0
     config.optimizer.name = "sgd"
     config.optimizer.learning_rate = 0.1
     config.optimizer.nesterov = True
