@@ -59,7 +59,7 @@ def measure(args: argparse.Namespace, step_kind: str, layout: str) -> dict[str, 
 
     from flaxcls import sharding, train_step
     from flaxcls.models import get_model
-    from flaxcls.train import init_state
+    from flaxcls.runs import init_state
 
     model = get_model(args.model, num_classes=10)
     shape = (args.image_size, args.image_size, 3)

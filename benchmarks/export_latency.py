@@ -54,7 +54,7 @@ def measure(workdir: str, checkpoint: str, repeats: int) -> dict:
     import jax
 
     from flaxcls import export as export_lib
-    from flaxcls.evaluate import load_run
+    from flaxcls.runs import load_run
 
     summary_path = os.path.join(workdir, "export", "export.json")
     if not os.path.isfile(summary_path):

@@ -67,7 +67,9 @@ def step_rate(config, steps: int) -> float:
     import jax
 
     from flaxcls import sharding
-    from flaxcls.train import compile_steps, create_model, create_optimizer, init_state
+    from flaxcls.optim import create_optimizer
+    from flaxcls.runs import create_model, init_state
+    from flaxcls.train import compile_steps
 
     inputs = build_inputs(config)
     mesh = sharding.make_mesh()

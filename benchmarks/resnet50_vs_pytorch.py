@@ -73,8 +73,8 @@ def bench_flaxcls(args: argparse.Namespace) -> dict:
     from configs import imagenet_resnet50
     from flaxcls import sharding
     from flaxcls.optim import create_optimizer
+    from flaxcls.runs import create_model, init_state
     from flaxcls.steps import train_step
-    from flaxcls.train import create_model, init_state
 
     config = imagenet_resnet50.get_config()
     config.batch_size = args.batch

@@ -5,6 +5,9 @@ cosine over 200 epochs, bfloat16 compute, flip test-time augmentation.
   python run.py --config configs/fashion_mnist_best.py --workdir runs/fashion_mnist_best
 
 Built for an accelerator (36M parameters, 200 epochs of 60,000 images); on a CPU it takes days.
+Measured on one NVIDIA H200 at 12,500 training images/s (so 200 epochs take about 16 minutes):
+95.42% test accuracy after --config.num_epochs=28 (2 min 53 s), 96.10% after 70 (6 min 13 s);
+the full 200 epochs have not been run yet.
 """
 
 import ml_collections

@@ -19,13 +19,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
-import ml_collections
 import numpy as np
 
 from flaxcls import eval_metrics, sharding
-from flaxcls.checkpoint import Checkpointer
 from flaxcls.data import Input
 from flaxcls.errors import ConfigError
+from flaxcls.runs import LoadedRun, load_run
 from flaxcls.steps import TrainState, predict
 
 MISTAKES_KEPT = 36  # the most confident mistakes shown in the report
@@ -63,12 +62,6 @@ def compile_predict(state: TrainState, mesh, flip_tta: bool) -> Callable:
     )
 
 
-def _to_uint8(images: np.ndarray, inputs: Input) -> np.ndarray:
-    normalizer = inputs.normalizer
-    pixels = (images - normalizer.shift) / normalizer.scale
-    return np.clip(np.round(pixels), 0, 255).astype(np.uint8)
-
-
 def collect_predictions(
     p_predict: Callable, state: TrainState, inputs: Input, split: str, mesh
 ) -> Predictions:
@@ -102,51 +95,10 @@ def collect_predictions(
                 heapq.heapreplace(kept, item)
     kept.sort(key=lambda item: item[:2], reverse=True)
     mistakes = [
-        Mistake(conf, pos, label, pred, _to_uint8(image, inputs))
+        Mistake(conf, pos, label, pred, inputs.normalizer.to_uint8(image))
         for conf, pos, _, image, label, pred in kept
     ]
     return Predictions(np.concatenate(probs), np.concatenate(labels).astype(np.int64), mistakes)
-
-
-def load_run_config(workdir: str) -> ml_collections.ConfigDict:
-    path = os.path.join(workdir, "config.json")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} not found: is {workdir!r} a flaxcls run directory?")
-    with open(path, encoding="utf-8") as f:
-        return ml_collections.ConfigDict(json.load(f))
-
-
-@dataclasses.dataclass
-class LoadedRun:
-    workdir: str
-    config: ml_collections.ConfigDict
-    inputs: Input
-    state: TrainState
-    step: int
-
-
-def load_run(workdir: str, checkpoint: str = "best", mesh=None) -> LoadedRun:
-    """A run's config, data and restored state: its best checkpoint by the tracked validation
-    metric (the latest when it never validated), or its latest."""
-    from flaxcls import train as train_lib
-
-    if checkpoint not in ("best", "latest"):
-        raise ConfigError(f"--checkpoint={checkpoint!r}; choose best or latest.")
-    config = load_run_config(workdir)
-    mesh = mesh or sharding.make_mesh()
-    inputs, state, _ = train_lib.build_run(config, mesh)
-    checkpointer = Checkpointer(
-        os.path.join(workdir, "checkpoints"), best_metric=config.get("best_metric", "val_accuracy")
-    )
-    try:
-        step = checkpointer.best_step() if checkpoint == "best" else None
-        step = step if step is not None else checkpointer.latest_step()
-        if step is None:
-            raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints to evaluate.")
-        state = checkpointer.restore(state, step)
-    finally:
-        checkpointer.close()
-    return LoadedRun(workdir, config, inputs, state, step)
 
 
 def run_predictions(run: LoadedRun, split: str, flip_tta: bool, mesh) -> Predictions:
@@ -165,6 +117,45 @@ def _variant_summary(name: str, probs: np.ndarray, labels: np.ndarray) -> dict[s
         "loss": float(-np.mean(np.log(label_prob))),
         "ece": eval_metrics.calibration(probs, labels)["ece"],
     }
+
+
+def ensemble_sums(
+    workdir: str,
+    ensemble: Sequence[str],
+    plain: Predictions,
+    flipped: Predictions,
+    split: str,
+    checkpoint: str,
+    mesh,
+) -> dict[bool, np.ndarray]:
+    """Summed probabilities of this run and every `ensemble` run, without and with flip TTA."""
+    sums = {False: plain.probs.copy(), True: flipped.probs.copy()}
+    for other_dir in ensemble:
+        other = load_run(other_dir, checkpoint, mesh)
+        for tta in (False, True):
+            other_pred = run_predictions(other, split, tta, mesh)
+            if not np.array_equal(other_pred.labels, plain.labels):
+                raise ConfigError(f"{other_dir} evaluates other examples than {workdir}.")
+            sums[tta] += other_pred.probs
+    return sums
+
+
+def _write_results(workdir: str, split: str, result: dict, mistakes: list, report: bool) -> None:
+    out_dir = os.path.join(workdir, "eval")
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, f"{split}.json"), "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=2)
+    print(eval_metrics.format_table(result))
+    for v in result["variants"]:
+        print(
+            f"{v['variant']:<28} accuracy {v['accuracy']:.4f}  loss {v['loss']:.4f}  "
+            f"ECE {v['ece']:.4f}"
+        )
+    if report:
+        from flaxcls import report as report_lib  # matplotlib, only when pictures are asked for
+
+        path = report_lib.write_report(workdir, result, mistakes)
+        print(f"report: {path}")
 
 
 def evaluate_run(
@@ -190,47 +181,23 @@ def evaluate_run(
         _variant_summary("this run + flip TTA", flipped.probs, flipped.labels),
     ]
     chosen = flipped if uses_tta else plain
-    members = [run.workdir]
     if ensemble:
-        sums = {False: plain.probs.copy(), True: flipped.probs.copy()}
-        for other_dir in ensemble:
-            other = load_run(other_dir, checkpoint, mesh)
-            for tta in (False, True):
-                other_pred = run_predictions(other, split, tta, mesh)
-                if not np.array_equal(other_pred.labels, plain.labels):
-                    raise ConfigError(f"{other_dir} evaluates other examples than {workdir}.")
-                sums[tta] += other_pred.probs
-            members.append(other_dir)
-        k = len(members)
+        sums = ensemble_sums(workdir, ensemble, plain, flipped, split, checkpoint, mesh)
+        k = 1 + len(ensemble)
         variants.append(_variant_summary(f"ensemble of {k}", sums[False] / k, plain.labels))
         variants.append(
             _variant_summary(f"ensemble of {k} + flip TTA", sums[True] / k, plain.labels)
         )
-        probs = (sums[True] if uses_tta else sums[False]) / k
-        chosen = Predictions(probs, plain.labels, chosen.mistakes)
+        chosen = Predictions(sums[uses_tta] / k, plain.labels, chosen.mistakes)
     result = eval_metrics.classification_report(chosen.probs, chosen.labels, names)
     result.update(
         split=split,
         step=run.step,
         checkpoint=checkpoint,
         flip_tta=uses_tta,
-        ensemble=members,
+        ensemble=[run.workdir, *ensemble],
         variants=variants,
     )
     if jax.process_index() == 0:
-        out_dir = os.path.join(workdir, "eval")
-        os.makedirs(out_dir, exist_ok=True)
-        with open(os.path.join(out_dir, f"{split}.json"), "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
-        print(eval_metrics.format_table(result))
-        for v in variants:
-            print(
-                f"{v['variant']:<28} accuracy {v['accuracy']:.4f}  loss {v['loss']:.4f}  "
-                f"ECE {v['ece']:.4f}"
-            )
-        if report:
-            from flaxcls import report as report_lib
-
-            path = report_lib.write_report(workdir, result, chosen.mistakes)
-            print(f"report: {path}")
+        _write_results(workdir, split, result, chosen.mistakes, report)
     return result

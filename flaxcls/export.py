@@ -24,6 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from flaxcls.errors import ConfigError
+from flaxcls.runs import load_run
+from flaxcls.steps import predict
 
 FORMATS = ("onnx", "tflite")
 PARITY_IMAGES = 1000
@@ -32,8 +34,6 @@ PARITY_IMAGES = 1000
 def serving_function(run: Any) -> Callable[[jax.Array], jax.Array]:
     """uint8 images -> probabilities, with the run's normalisation and BatchNorm statistics
     folded in as constants (flip TTA too, when the run evaluates with it)."""
-    from flaxcls.steps import predict
-
     state = run.state
     scale = np.asarray(run.inputs.normalizer.scale, np.float32)
     shift = np.asarray(run.inputs.normalizer.shift, np.float32)
@@ -141,12 +141,10 @@ def parity(reference: np.ndarray, other: np.ndarray, labels: np.ndarray) -> dict
 
 def split_images(run: Any, split: str, limit: int) -> tuple[np.ndarray, np.ndarray]:
     """Up to `limit` uint8 images and labels of a split of the run's data, in order."""
-    from flaxcls.evaluate import _to_uint8
-
     images, labels = [], []
     for batch in run.inputs.evaluate(split):
         real = batch["mask"] > 0
-        images.append(_to_uint8(batch["image"][real], run.inputs))
+        images.append(run.inputs.normalizer.to_uint8(batch["image"][real]))
         labels.append(batch["label"][real])
         if sum(len(x) for x in labels) >= limit:
             break
@@ -162,8 +160,6 @@ def export_run(
 ) -> dict[str, Any]:
     """Writes the artefacts under WORKDIR/export/ and checks them against JAX on up to
     `parity_images` test images; returns (and writes to export.json) the figures."""
-    from flaxcls.evaluate import load_run
-
     unknown = set(formats) - set(FORMATS)
     if unknown:
         raise ConfigError(f"unknown export format(s) {sorted(unknown)}; choose from {FORMATS}.")

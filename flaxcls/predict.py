@@ -18,6 +18,7 @@ import numpy as np
 
 from flaxcls.data.folder import IMAGE_EXTENSIONS, decode_image
 from flaxcls.export import serving_function
+from flaxcls.runs import load_run
 
 BATCH = 64
 
@@ -42,8 +43,6 @@ def predict_files(
     workdir: str, paths: Sequence[str], *, top_k: int = 5, checkpoint: str = "best"
 ) -> list[dict[str, Any]]:
     """One result per file: {'path', 'top': [(class, probability), ...]} or {'path', 'error'}."""
-    from flaxcls.evaluate import load_run
-
     run = load_run(workdir, checkpoint)
     height, width, channels = run.inputs.info.image_shape
     names = list(run.inputs.info.class_names) or [

@@ -79,6 +79,24 @@ def _training_loss(logits: jax.Array, batch: Batch, label_smoothing: float) -> j
     return weight * loss + (1.0 - weight) * partner
 
 
+def _apply_for_training(
+    state: TrainState, params: Any, images: jax.Array, rng: jax.Array, frozen_batch_stats: bool
+) -> tuple[jax.Array, dict]:
+    """Logits in training mode and the BatchNorm updates; inference mode when frozen."""
+    variables = {"params": params, "batch_stats": state.batch_stats}
+    if frozen_batch_stats:
+        return state.apply_fn(variables, images, train=False), {}
+    return state.apply_fn(
+        variables, images, train=True, rngs={"dropout": rng}, mutable=["batch_stats"]
+    )
+
+
+def _all_finite(summed_loss: jax.Array, grads: Any) -> jax.Array:
+    # From replicated values only (the summed loss and gradients), so every device agrees.
+    leaves = [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]
+    return jnp.isfinite(summed_loss) & jnp.all(jnp.asarray(leaves))
+
+
 def train_step(
     state: TrainState,
     batch: Batch,
@@ -113,27 +131,16 @@ def train_step(
     count = jnp.maximum(_psum(jnp.sum(mask), axis_name), 1.0)
 
     def loss_fn(params):
-        variables = {"params": params, "batch_stats": state.batch_stats}
-        if frozen_batch_stats:
-            logits, updates = state.apply_fn(variables, batch["image"], train=False), {}
-        else:
-            logits, updates = state.apply_fn(
-                variables,
-                batch["image"],
-                train=True,
-                rngs={"dropout": rng},
-                mutable=["batch_stats"],
-            )
+        logits, updates = _apply_for_training(
+            state, params, batch["image"], rng, frozen_batch_stats
+        )
         per_example = _training_loss(logits, batch, label_smoothing)
         weights = mask if class_weights is None else mask * class_weights[batch["label"]]
         return jnp.sum(per_example * weights) / count, (logits, per_example, updates)
 
     grads, (logits, per_example, updates) = jax.grad(loss_fn, has_aux=True)(state.params)
     grads = _sum_grads(grads, batch["image"], axis_name)
-    # from replicated values only (the summed loss and gradients), so every device agrees
-    finite = jnp.isfinite(_psum(jnp.sum(per_example * mask), axis_name)) & jnp.all(
-        jnp.asarray([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)])
-    )
+    finite = _all_finite(_psum(jnp.sum(per_example * mask), axis_name), grads)
     # A non-finite step never reaches the BatchNorm statistics (optax.apply_if_finite, when
     # the optimiser is wrapped in it, keeps the parameters too).
     batch_stats = jax.tree.map(

@@ -17,19 +17,17 @@ import tqdm
 from flaxcls import metrics as metrics_lib
 from flaxcls import sharding
 from flaxcls.checkpoint import SAVE_ERROR_MODES, Checkpointer
-from flaxcls.data import Input, build_input, on_device
+from flaxcls.data import Input, on_device
 from flaxcls.data.augment import get_augmentation
 from flaxcls.data.in_step import build_step_augment
 from flaxcls.errors import ConfigError
-from flaxcls.models import get_model
 from flaxcls.models.whitening import patch_whitening_kernel
-from flaxcls.optim import create_optimizer
 from flaxcls.preemption import Preempted, PreemptionWatcher
-from flaxcls.steps import TrainState, create_train_state, eval_step, train_step
+from flaxcls.runs import build_run
+from flaxcls.steps import TrainState, eval_step, train_step
 from flaxcls.transfer import init_from_run
 from flaxcls.writers import MetricsLog
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 BEST_METRICS = ("val_accuracy", "val_top5_accuracy", "val_loss")
 
 
@@ -38,61 +36,6 @@ def setup_compilation_cache(path: str) -> None:
     if path:
         jax.config.update("jax_compilation_cache_dir", os.path.expanduser(path))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-
-
-def total_train_steps(config: Any, steps_per_epoch: int) -> int:
-    if config.num_train_steps > 0:
-        return int(config.num_train_steps)
-    return int(round(config.num_epochs * steps_per_epoch))
-
-
-def create_model(config: Any, num_classes: int):
-    if config.model.dtype not in DTYPES:
-        raise ConfigError(f"model.dtype={config.model.dtype!r}; choose one of {', '.join(DTYPES)}.")
-    return get_model(
-        config.model.name,
-        num_classes=num_classes,
-        dtype=DTYPES[config.model.dtype],
-        dropout_rate=config.model.dropout_rate,
-    )
-
-
-def init_state(
-    model, tx, seed: int, image_shape, mesh, layout: str = "replicated", min_size: int = 2**16
-) -> TrainState:
-    """eval_shape -> shardings -> jitted init: nothing is ever built unsharded."""
-    init = functools.partial(create_train_state, model, tx, image_shape=tuple(image_shape))
-    rng = jax.random.PRNGKey(seed)
-    abstract = jax.eval_shape(init, rng)
-    shardings = sharding.state_shardings(abstract, mesh, layout, min_size)
-    return jax.jit(init, out_shardings=shardings)(rng)
-
-
-def build_run(config: Any, mesh) -> tuple[Input, TrainState, int]:
-    """A run's input (this process's share), its freshly initialised state sharded over
-    `mesh`, and its total number of training steps."""
-    inputs = build_input(
-        config.data,
-        global_batch_size=config.batch_size,
-        eval_batch_size=config.eval_batch_size,
-        seed=config.seed,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-    )
-    model = create_model(config, inputs.info.num_classes)
-    steps_per_epoch = inputs.steps_per_epoch()
-    total_steps = total_train_steps(config, steps_per_epoch)
-    tx = create_optimizer(config, steps_per_epoch, total_steps)
-    state = init_state(
-        model,
-        tx,
-        config.seed,
-        inputs.info.image_shape,
-        mesh,
-        config.mesh.params,
-        config.mesh.fsdp_min_size,
-    )
-    return inputs, state, total_steps
 
 
 def whiten_stem(state: TrainState, inputs: Input, num_images: int = 5000) -> TrainState:
@@ -199,28 +142,8 @@ def _save_json(path: str, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def train_and_evaluate(config: Any, workdir: str) -> dict[str, float]:
-    """Trains `config` in `workdir` (resuming from its latest checkpoint) and tests the result.
-
-    Returns the test-set metrics, also written to WORKDIR/test_metrics.json.
-    """
-    setup_compilation_cache(config.compilation_cache_dir)
-    is_main = jax.process_index() == 0
-    os.makedirs(workdir, exist_ok=True)
-    mesh = sharding.make_mesh()
-    sharding.check_batch_size(config.batch_size, mesh)
-    sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
-    inputs, state, total_steps = build_run(config, mesh)
-    if config.model.whiten_stem:
-        state = whiten_stem(state, inputs)
-    if config.init_from:  # a resumed run's own checkpoint replaces this below
-        state, summary = init_from_run(state, config.init_from, init_head=config.init_head)
-        if is_main:
-            _save_json(os.path.join(workdir, "init_from.json"), summary)
-            print(
-                f"init_from {config.init_from} (step {summary['step']}): "
-                f"{len(summary['copied'])} arrays copied, fresh: {', '.join(summary['fresh'])}"
-            )
+def check_loop_options(config: Any) -> None:
+    """The loop's own options, checked before anything is built."""
     if config.on_save_error not in SAVE_ERROR_MODES:
         raise ConfigError(
             f"on_save_error={config.on_save_error!r}; choose one of {', '.join(SAVE_ERROR_MODES)}."
@@ -231,6 +154,48 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, float]:
         raise ConfigError(
             f"best_metric={config.best_metric!r}; choose one of {', '.join(BEST_METRICS)}."
         )
+
+
+def starting_state(
+    config: Any, workdir: str, state: TrainState, inputs: Input, is_main: bool
+) -> TrainState:
+    """The fresh state with a whitened stem and `init_from`'s weights where asked for (a resumed
+    run's own checkpoint replaces all of it afterwards)."""
+    if config.model.whiten_stem:
+        state = whiten_stem(state, inputs)
+    if config.init_from:
+        state, summary = init_from_run(state, config.init_from, init_head=config.init_head)
+        if is_main:
+            _save_json(os.path.join(workdir, "init_from.json"), summary)
+            print(
+                f"init_from {config.init_from} (step {summary['step']}): "
+                f"{len(summary['copied'])} arrays copied, fresh: {', '.join(summary['fresh'])}"
+            )
+    return state
+
+
+def _stopped_at(stop_file: str, total_steps: int) -> int:
+    """A restart of a run that stopped early stays stopped."""
+    if not os.path.isfile(stop_file):
+        return total_steps
+    with open(stop_file, encoding="utf-8") as f:
+        return min(total_steps, json.load(f)["step"])
+
+
+def train_and_evaluate(config: Any, workdir: str) -> dict[str, float]:
+    """Trains `config` in `workdir` (resuming from its latest checkpoint) and tests the result.
+
+    Returns the test-set metrics, also written to WORKDIR/test_metrics.json.
+    """
+    setup_compilation_cache(config.compilation_cache_dir)
+    check_loop_options(config)
+    is_main = jax.process_index() == 0
+    os.makedirs(workdir, exist_ok=True)
+    mesh = sharding.make_mesh()
+    sharding.check_batch_size(config.batch_size, mesh)
+    sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
+    inputs, state, total_steps = build_run(config, mesh)
+    state = starting_state(config, workdir, state, inputs, is_main)
     checkpointer = Checkpointer(
         os.path.join(workdir, "checkpoints"),
         keep=config.keep_checkpoints,
@@ -238,9 +203,7 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, float]:
         on_save_error=config.on_save_error,
     )
     stop_file = os.path.join(workdir, "early_stopped.json")
-    if os.path.isfile(stop_file):  # a restart of a run that stopped early stays stopped
-        with open(stop_file, encoding="utf-8") as f:
-            total_steps = min(total_steps, json.load(f)["step"])
+    total_steps = _stopped_at(stop_file, total_steps)
     if checkpointer.latest_step() is not None:
         state = checkpointer.restore(state)
         if is_main:

@@ -15,6 +15,7 @@ from flax import traverse_util
 
 from flaxcls import foreign
 from flaxcls.errors import ConfigError
+from flaxcls.runs import load_run
 from flaxcls.steps import TrainState
 
 HEAD = "head"
@@ -45,8 +46,6 @@ def init_from_run(
     Returns the new state and a summary: which parameter paths were copied and which kept
     their fresh initialisation.
     """
-    from flaxcls.evaluate import load_run
-
     if foreign.is_weight_file(run_dir):
         return _init_from_weights(state, run_dir, init_head)
     try:

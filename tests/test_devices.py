@@ -16,7 +16,10 @@ TRAIN = """
 import sys
 import jax
 import numpy as np
+from flaxcls import runs, sharding
 from flaxcls import train as train_lib
+from flaxcls.data import build_input
+from flaxcls.optim import create_optimizer
 from tests.helpers import tiny_config
 from tests.test_train import _params
 
@@ -32,11 +35,11 @@ state = _params(workdir, config)
 leaves = [np.asarray(x) for x in jax.tree.leaves((state.params, state.batch_stats))]
 
 # How the run laid out its state: the leaves split over the devices, and one device's share.
-inputs = train_lib.build_input(config.data, global_batch_size=16, eval_batch_size=16, seed=0)
-model = train_lib.create_model(config, inputs.info.num_classes)
-tx = train_lib.create_optimizer(config, inputs.steps_per_epoch(), 6)
-mesh = train_lib.sharding.make_mesh()
-fresh = train_lib.init_state(model, tx, 0, inputs.info.image_shape, mesh, layout, 2048)
+inputs = build_input(config.data, global_batch_size=16, eval_batch_size=16, seed=0)
+model = runs.create_model(config, inputs.info.num_classes)
+tx = create_optimizer(config, inputs.steps_per_epoch(), 6)
+mesh = sharding.make_mesh()
+fresh = runs.init_state(model, tx, 0, inputs.info.image_shape, mesh, layout, 2048)
 arrays = jax.tree.leaves(fresh)
 sharded = sum(x.addressable_shards[0].data.shape != x.shape for x in arrays)
 per_device = sum(x.addressable_shards[0].data.nbytes for x in arrays)

@@ -12,6 +12,7 @@ import pytest
 from sklearn import metrics as skm
 
 from flaxcls import evaluate as evaluate_lib
+from flaxcls import runs
 from flaxcls import train as train_lib
 from tests.helpers import tiny_config, write_npz
 from tests.launch import ROOT, env_for
@@ -40,7 +41,7 @@ def test_report_metrics_equal_an_independent_computation(trained):
     workdir = str(tmp / "run")
     result = evaluate_lib.evaluate_run(workdir, split="test", checkpoint="latest")
     # independent: restore, predict with the plain eval path, count with scikit-learn
-    run = evaluate_lib.load_run(workdir, "latest")
+    run = runs.load_run(workdir, "latest")
     images = np.load(config.data.path)["test_images"]
     labels = np.load(config.data.path)["test_labels"]
     logits = run.state.apply_fn(
@@ -148,6 +149,6 @@ def test_early_stopping_keeps_the_best_checkpoint_and_stays_stopped(tmp_path):
     best = int(np.argmin(losses))
     assert len(losses) == best + 1 + 3  # three validations without a lower loss, then stop
     assert vals[-1]["step"] == test["step"]
-    assert evaluate_lib.load_run(workdir, "best").step == vals[best]["step"]
+    assert runs.load_run(workdir, "best").step == vals[best]["step"]
     again = train_lib.train_and_evaluate(config, workdir)  # a restart does not train on
     assert again["step"] == test["step"]

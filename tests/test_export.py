@@ -36,7 +36,7 @@ def test_exports_match_jax_on_every_image(tmp_path, model):
     with open(os.path.join(workdir, "export", "classes.json")) as f:
         assert json.load(f)["class_names"] == ["0", "1", "2"]
     # any batch size: 1 and 7 through the same files
-    from flaxcls.evaluate import load_run
+    from flaxcls.runs import load_run
 
     run = load_run(workdir, "latest")
     serve = export_lib.serving_function(run)

@@ -15,6 +15,7 @@ from flaxcls import steps as steps_lib
 from flaxcls import train as train_lib
 from flaxcls.checkpoint import CheckpointError
 from flaxcls.data import pipeline
+from flaxcls.models import get_model
 from tests.helpers import tiny_config, write_npz
 from tests.killing import finished_steps, run_with_kills
 from tests.launch import write_config
@@ -173,7 +174,7 @@ def test_nan_updates_are_skipped_and_counted_by_option(tmp_path, monkeypatch):
 
 
 def test_skipped_update_leaves_params_and_batch_stats(tmp_path):
-    model = train_lib.get_model("cifar_resnet20", num_classes=3)
+    model = get_model("cifar_resnet20", num_classes=3)
     tx = optax.apply_if_finite(optax.sgd(0.1), max_consecutive_errors=100)
     state = steps_lib.create_train_state(model, tx, jax.random.PRNGKey(0), (8, 8, 3))
     batch = {

@@ -7,9 +7,11 @@ import jax
 import numpy as np
 import pytest
 
+from flaxcls import runs, sharding
 from flaxcls import train as train_lib
 from flaxcls.checkpoint import Checkpointer
 from flaxcls.data import build_input
+from flaxcls.optim import create_optimizer
 from tests.helpers import tiny_config, write_npz
 
 
@@ -22,10 +24,10 @@ def _params(workdir, config, step=None):
         eval_batch_size=config.eval_batch_size,
         seed=config.seed,
     )
-    model = train_lib.create_model(config, inputs.info.num_classes)
-    tx = train_lib.create_optimizer(config, inputs.steps_per_epoch(), config.num_train_steps)
-    mesh = train_lib.sharding.make_mesh()
-    state = train_lib.init_state(model, tx, config.seed, inputs.info.image_shape, mesh)
+    model = runs.create_model(config, inputs.info.num_classes)
+    tx = create_optimizer(config, inputs.steps_per_epoch(), config.num_train_steps)
+    mesh = sharding.make_mesh()
+    state = runs.init_state(model, tx, config.seed, inputs.info.image_shape, mesh)
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"))
     try:
         if step is not None:
@@ -37,7 +39,7 @@ def _params(workdir, config, step=None):
 
 def _crash_after(n_batches, monkeypatch):
     """Makes the training iterator die after `n_batches`, as a killed process would."""
-    real_build_input = train_lib.build_input
+    real_build_input = runs.build_input
 
     def build_input_that_crashes(*args, **kwargs):
         inputs = real_build_input(*args, **kwargs)
@@ -50,7 +52,7 @@ def _crash_after(n_batches, monkeypatch):
 
         return dataclasses.replace(inputs, train=train)
 
-    monkeypatch.setattr(train_lib, "build_input", build_input_that_crashes)
+    monkeypatch.setattr(runs, "build_input", build_input_that_crashes)
 
 
 @pytest.mark.parametrize("model,augment", [("seed_cnn", "crop_flip"), ("cifar_resnet20", "none")])
@@ -122,6 +124,6 @@ def test_non_finite_loss_stops_with_the_step(tmp_path):
 
 def test_batch_size_must_divide_over_devices():
     eight_devices = types.SimpleNamespace(devices=np.empty(8))
-    train_lib.sharding.check_batch_size(64, eight_devices)
+    sharding.check_batch_size(64, eight_devices)
     with pytest.raises(ValueError, match="batch_size=60 does not divide over 8 devices"):
-        train_lib.sharding.check_batch_size(60, eight_devices)
+        sharding.check_batch_size(60, eight_devices)

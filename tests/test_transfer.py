@@ -3,7 +3,9 @@
 import jax
 import numpy as np
 
+from flaxcls import runs, sharding
 from flaxcls import train as train_lib
+from flaxcls.optim import create_optimizer
 from tests.helpers import tiny_config, write_npz
 from tests.test_train import _params
 
@@ -96,12 +98,12 @@ def test_lower_backbone_learning_rate_scales_backbone_updates(tmp_path):
     slow = tiny_config(npz, **base, **{"optimizer.backbone_lr_factor": 0.1})
     train_lib.train_and_evaluate(full, str(tmp_path / "full"))
     train_lib.train_and_evaluate(slow, str(tmp_path / "slow"))
-    init = train_lib.init_state(
-        train_lib.create_model(full, 3),
-        train_lib.create_optimizer(full, 3, 1),
+    init = runs.init_state(
+        runs.create_model(full, 3),
+        create_optimizer(full, 3, 1),
         0,
         (28, 28, 1),
-        train_lib.sharding.make_mesh(),
+        sharding.make_mesh(),
     )
     start = _leaves(init.params)
     a = _leaves(_params(str(tmp_path / "full"), full).params)

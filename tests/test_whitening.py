@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from flaxcls import train as train_lib
+from flaxcls.data import build_input
 from flaxcls.errors import ConfigError
 from flaxcls.models.whitening import patch_whitening_kernel
 from tests.helpers import tiny_config, write_npz
@@ -45,7 +46,7 @@ def test_whitened_stem_is_set_and_stays_frozen(tmp_path):
     )
     train_lib.train_and_evaluate(config, str(tmp_path / "run"))
     state = _params(str(tmp_path / "run"), config)
-    inputs = train_lib.build_input(config.data, global_batch_size=16, eval_batch_size=24, seed=0)
+    inputs = build_input(config.data, global_batch_size=16, eval_batch_size=24, seed=0)
     expected = patch_whitening_kernel(inputs.normalizer(inputs.train_split.images[:5000]), 2)
     np.testing.assert_array_equal(np.asarray(state.params["stem"]["kernel"]), expected)
     assert int(state.step) == 4

@@ -154,11 +154,10 @@ def _detect_channels(paths: Sequence[str]) -> int:
     return 1
 
 
-def load_folder(data_config: Any) -> FolderDataset:
-    """The dataset under `data_config.path`, resized to `image_size` x `image_size`."""
+def _split_files(data_config: Any) -> tuple[list[str], dict[str, tuple[list, list]]]:
+    """Class names and (files, labels) per split: the split folders as given, and a stratified
+    seeded split of the training files for any split without a folder."""
     root = data_config.path
-    if not root or not os.path.isdir(root):
-        raise FileNotFoundError(f"data.path={root!r}: no such folder of class folders.")
     present = {
         split: os.path.join(root, folder)
         for split, folders in SPLIT_FOLDERS.items()
@@ -177,21 +176,27 @@ def load_folder(data_config: Any) -> FolderDataset:
             for split in ("validation", "test")
             if split not in present
         }
-        if fractions:
-            train_files, train_labels = per_split["train"]
-            index = stratified_split(np.asarray(train_labels), fractions, data_config.split_seed)
-            for split, rows in index.items():
-                per_split[split] = ([train_files[i] for i in rows], [train_labels[i] for i in rows])
     else:
         names, files, labels = _scan(root, None)
+        per_split = {"train": (files, labels)}
         fractions = {
             "validation": data_config.validation_fraction,
             "test": data_config.test_fraction,
         }
-        index = stratified_split(np.asarray(labels), fractions, data_config.split_seed)
-        per_split = {
-            s: ([files[i] for i in rows], [labels[i] for i in rows]) for s, rows in index.items()
-        }
+    if fractions:
+        train_files, train_labels = per_split["train"]
+        index = stratified_split(np.asarray(train_labels), fractions, data_config.split_seed)
+        for split, rows in index.items():
+            per_split[split] = ([train_files[i] for i in rows], [train_labels[i] for i in rows])
+    return names, per_split
+
+
+def load_folder(data_config: Any) -> FolderDataset:
+    """The dataset under `data_config.path`, resized to `image_size` x `image_size`."""
+    root = data_config.path
+    if not root or not os.path.isdir(root):
+        raise FileNotFoundError(f"data.path={root!r}: no such folder of class folders.")
+    names, per_split = _split_files(data_config)
     channels = data_config.channels or _detect_channels(per_split["train"][0])
     decoded, failures = {}, []
     for split, (split_files, _) in per_split.items():

@@ -30,6 +30,11 @@ class Normalizer:
     def __call__(self, images: np.ndarray) -> np.ndarray:
         return images.astype(np.float32) * self.scale + self.shift
 
+    def to_uint8(self, images: np.ndarray) -> np.ndarray:
+        """The inverse: normalised images back to their uint8 pixels."""
+        pixels = (images - self.shift) / self.scale
+        return np.clip(np.round(pixels), 0, 255).astype(np.uint8)
+
 
 def local_rows(global_batch_size: int, process_index: int, process_count: int) -> slice:
     if global_batch_size % process_count:

@@ -36,6 +36,15 @@ _SKIP_IMAGE_DECODING = {"image": tfds.decode.SkipDecoding()}
 _FILE_SALT, _BUFFER_SALT, _AUGMENT_SALT = 1, 2, 3
 
 
+def _image_sizes(data_config: Any, info: DatasetInfo) -> tuple[int, int]:
+    """(training crop size, evaluation resize before the centre crop)."""
+    image_size = int(getattr(data_config, "image_size", info.image_shape[0]))
+    eval_resize = int(getattr(data_config, "eval_resize", image_size * 8 // 7))
+    if eval_resize < image_size:
+        raise ValueError(f"data.eval_resize={eval_resize} is smaller than image_size={image_size}.")
+    return image_size, eval_resize
+
+
 def streaming_input(
     data_config: Any,
     *,
@@ -52,16 +61,21 @@ def streaming_input(
     splits = split_specs(builder, info, data_config.validation_fraction)
     sizes = {name: split_size(builder, spec) for name, spec in splits.items()}
 
-    image_size = int(getattr(data_config, "image_size", info.image_shape[0]))
-    eval_resize = int(getattr(data_config, "eval_resize", image_size * 8 // 7))
-    if eval_resize < image_size:
-        raise ValueError(f"data.eval_resize={eval_resize} is smaller than image_size={image_size}.")
+    image_size, eval_resize = _image_sizes(data_config, info)
     channels = info.image_shape[-1]
     finish = functools.partial(normalize, mean=info.mean, std=info.std)
     eval_transform = functools.partial(center_crop, resize=eval_resize, size=image_size)
     train_transform = get_train_transform(data_config.augment, image_size, eval_resize)
 
     layout = dict(process_index=process_index, process_count=process_count)
+    preprocess = functools.partial(
+        train_example,
+        transform=train_transform,
+        finish=finish,
+        channels=channels,
+        seed=derive_seed(seed, _AUGMENT_SALT),
+        **layout,
+    )
     train = functools.partial(
         train_batches,
         builder,
@@ -69,14 +83,7 @@ def streaming_input(
         global_batch_size=global_batch_size,
         seed=seed,
         shuffle_buffer=int(getattr(data_config, "shuffle_buffer", 10_000)),
-        preprocess=functools.partial(
-            train_example,
-            transform=train_transform,
-            finish=finish,
-            channels=channels,
-            seed=derive_seed(seed, _AUGMENT_SALT),
-            **layout,
-        ),
+        preprocess=preprocess,
         **layout,
     )
 
