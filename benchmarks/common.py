@@ -6,6 +6,9 @@ import importlib.metadata
 import json
 import os
 import platform
+import subprocess
+import sys
+import tempfile
 from typing import Any
 
 
@@ -48,3 +51,18 @@ def write_json(path: str, obj: dict[str, Any]) -> None:
     with open(path, "w", encoding="utf-8") as f:
         json.dump(obj, f, indent=2)
         f.write("\n")
+
+
+def run_child(script: str, framework: str, args: list[str]) -> dict[str, Any]:
+    """Runs `script --only FRAMEWORK ARGS --json-out FILE` in a fresh interpreter (each
+    framework gets a process of its own: no shared threads or allocators) and returns the
+    figures it wrote."""
+    with tempfile.TemporaryDirectory(prefix=f"{framework}_") as tmp:
+        out = os.path.join(tmp, f"{framework}.json")
+        command = [sys.executable, os.path.abspath(script), "--only", framework, *args]
+        command += ["--json-out", out]
+        print(f"== {framework}: {' '.join(command)}", flush=True)
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+        subprocess.run(command, check=True, env=env)
+        with open(out, encoding="utf-8") as f:
+            return json.load(f)

@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +31,7 @@ from typing import Any
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # `configs` and `flaxcls` import from the repository root
 
+import common  # noqa: E402
 from common import machine, versions, write_json  # noqa: E402
 
 DATA_DIR = "/usr/share/datasets/fashion-mnist"
@@ -236,25 +236,9 @@ def run_flaxcls(epochs: int, batch_size: int) -> dict[str, Any]:
 
 def run_child(framework: str, args: argparse.Namespace) -> dict[str, Any]:
     """Runs one framework in a fresh interpreter and returns the figures it wrote."""
-    with tempfile.TemporaryDirectory(prefix="keras_seed_") as tmp:
-        out = os.path.join(tmp, f"{framework}.json")
-        command = [
-            sys.executable,
-            os.path.abspath(__file__),
-            "--only",
-            framework,
-            "--epochs",
-            str(args.epochs),
-            "--batch-size",
-            str(args.batch_size),
-            "--json-out",
-            out,
-        ]
-        print(f"== {framework}: {' '.join(command)}", flush=True)
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
-        subprocess.run(command, check=True, env=env)
-        with open(out, encoding="utf-8") as f:
-            return json.load(f)
+    return common.run_child(
+        __file__, framework, ["--epochs", str(args.epochs), "--batch-size", str(args.batch_size)]
+    )
 
 
 def ratios(keras: dict[str, Any], flax: dict[str, Any]) -> dict[str, float]:

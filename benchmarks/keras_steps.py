@@ -16,17 +16,15 @@ one after the other, so their thread pools never compete; the figure is the best
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
 from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+import common  # noqa: E402
 from common import machine, versions, write_json  # noqa: E402
 
 DEFAULT_OUT = os.path.join(ROOT, "benchmarks", "results", "keras_steps.json")
@@ -172,27 +170,11 @@ def run_flaxcls(cases: list[str], steps: int, repeats: int) -> dict[str, Any]:
 
 
 def run_child(framework: str, args: argparse.Namespace) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="keras_steps_") as tmp:
-        out = os.path.join(tmp, f"{framework}.json")
-        command = [
-            sys.executable,
-            os.path.abspath(__file__),
-            "--only",
-            framework,
-            "--steps",
-            str(args.steps),
-            "--repeats",
-            str(args.repeats),
-            "--cases",
-            *args.cases,
-            "--json-out",
-            out,
-        ]
-        print(f"== {framework}", flush=True)
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-        subprocess.run(command, check=True, env=env)
-        with open(out, encoding="utf-8") as f:
-            return json.load(f)
+    return common.run_child(
+        __file__,
+        framework,
+        ["--steps", str(args.steps), "--repeats", str(args.repeats), "--cases", *args.cases],
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -44,18 +44,16 @@ def load_config(path: str, overrides: list[str]):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     config = module.get_config()
-    for item in overrides:
-        key, _, text = item.partition("=")
-        try:
-            value = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            value = text  # a bare string
-        node = config
-        *parents, leaf = key.split(".")
-        for parent in parents:
-            node = node[parent]
-        node[leaf] = value
+    config.update_from_flattened_dict(dict(_parse_override(item) for item in overrides))
     return config
+
+
+def _parse_override(item: str) -> tuple[str, object]:
+    key, _, text = item.partition("=")
+    try:
+        return key, ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return key, text  # a bare string
 
 
 def images_per_sec(workdir: str) -> float:

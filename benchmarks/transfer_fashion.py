@@ -73,12 +73,7 @@ def base_config(**overrides):
     config.progress_bar = False
     config.compilation_cache_dir = ""
     config.log_every_steps = 50
-    for key, value in overrides.items():
-        node = config
-        *parents, leaf = key.split(".")
-        for parent in parents:
-            node = node[parent]
-        node[leaf] = value
+    config.update_from_flattened_dict(overrides)
     return config
 
 

@@ -23,12 +23,7 @@ def tiny_config(npz_path: str, **overrides):
     config.log_every_steps = 4
     config.progress_bar = False
     config.compilation_cache_dir = ""
-    for key, value in overrides.items():
-        node = config
-        *parents, leaf = key.split(".")
-        for parent in parents:
-            node = node[parent]
-        node[leaf] = value
+    config.update_from_flattened_dict(overrides)
     return config
 
 

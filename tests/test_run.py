@@ -69,23 +69,18 @@ with tfds.testing.mock_data(num_examples=64):
 """
 
 
+def _mock_run(config: str, workdir, *overrides: str):
+    """run.py on tfds's mock data (64 random examples per split), small batches."""
+    return _run(
+        ["-c", MOCK_RUN, "--config", config, "--workdir", str(workdir)]
+        + ["--config.data.download=True", "--config.batch_size=16"]
+        + ["--config.eval_batch_size=20", "--config.compilation_cache_dir=", *overrides]
+    )
+
+
 def test_cifar10_config_end_to_end_on_mock_data(tmp_path):
     workdir = tmp_path / "cifar10"
-    result = _run(
-        [
-            "-c",
-            MOCK_RUN,
-            "--config",
-            "configs/cifar10.py",
-            "--workdir",
-            str(workdir),
-            "--config.data.download=True",
-            "--config.num_epochs=2",
-            "--config.batch_size=16",
-            "--config.eval_batch_size=20",
-            "--config.compilation_cache_dir=",
-        ]
-    )
+    result = _mock_run("configs/cifar10.py", workdir, "--config.num_epochs=2")
     assert result.returncode == 0, result.stderr[-3000:]
     with open(workdir / "test_metrics.json") as f:
         metrics = json.load(f)
@@ -100,21 +95,7 @@ def test_cifar10_fast_recipe_end_to_end_on_mock_data(tmp_path):
     """The speed recipe's pieces together: whitened frozen stem, bfloat16, device-held data,
     flip TTA, no validation split."""
     workdir = tmp_path / "cifar10_fast"
-    result = _run(
-        [
-            "-c",
-            MOCK_RUN,
-            "--config",
-            "configs/cifar10_fast.py",
-            "--workdir",
-            str(workdir),
-            "--config.data.download=True",
-            "--config.num_train_steps=3",
-            "--config.batch_size=16",
-            "--config.eval_batch_size=20",
-            "--config.compilation_cache_dir=",
-        ]
-    )
+    result = _mock_run("configs/cifar10_fast.py", workdir, "--config.num_train_steps=3")
     assert result.returncode == 0, result.stderr[-3000:]
     with open(workdir / "test_metrics.json") as f:
         metrics = json.load(f)
