@@ -24,6 +24,13 @@ def _pyplot():
     return plt
 
 
+def _save(plt: Any, fig: Any, path: str) -> str:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def plot_confusion(report: dict[str, Any], path: str) -> str:
     plt = _pyplot()
     names = report["class_names"]
@@ -46,10 +53,7 @@ def plot_confusion(report: dict[str, Any], path: str) -> str:
                     )
     fig.colorbar(image, ax=ax, label="share of the true class")
     ax.set_title(f"Confusion matrix ({report['split']}, accuracy {report['accuracy']:.4f})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_per_class(report: dict[str, Any], path: str) -> str:
@@ -65,10 +69,7 @@ def plot_per_class(report: dict[str, Any], path: str) -> str:
     ax.set_ylabel("score")
     ax.legend(loc="lower right")
     ax.set_title("Per-class precision, recall and F1")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_mistakes(mistakes: list[Any], names: list[str], path: str) -> str:
@@ -122,10 +123,7 @@ def plot_curves(records: list[dict[str, float]], steps_per_epoch: float, path: s
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_reliability(report: dict[str, Any], path: str) -> str:
@@ -156,10 +154,7 @@ def plot_reliability(report: dict[str, Any], path: str) -> str:
     ax.set_ylim(0, 1)
     ax.legend(loc="upper left")
     ax.set_title(f"Reliability (ECE {cal['ece']:.4f})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
