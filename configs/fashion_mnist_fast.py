@@ -7,9 +7,9 @@ suits 28x28 grayscale images.
   python benchmarks/recipe_seeds.py --config configs/fashion_mnist_fast.py --seeds 0 1 2
 
 Trains on all 60,000 training images (no validation hold-out) and reports the 10,000 test images.
-Measured on 2 CPU cores: 93.87% mean test accuracy with flip TTA over seeds 0, 1, 2 (93.82,
-93.84, 93.94), 20-27 minutes a seed. With --config.num_epochs=16, seed 0 reached 94.18% in
-23 minutes (other seeds not yet measured).
+Measured on 2 CPU cores: 94.28% mean test accuracy with flip TTA over seeds 0, 1, 2 (94.18,
+94.25, 94.41), 25 minutes a seed (640 training images/s); 12 epochs gave 93.87%. On one NVIDIA
+H200: 94.19% mean (94.06, 94.29, 94.21), 24 s a seed, compilation included.
 """
 
 import ml_collections
