@@ -87,6 +87,9 @@ def get_config() -> ml_collections.ConfigDict:
     # (and dropout off), as a frozen feature extractor needs.
     config.frozen_batch_stats = False
     config.flip_tta = False  # evaluate on the mean logits of each image and its mirror
+    # > 0: keep a moving average of the weights (decay per step, e.g. 0.999) and evaluate,
+    # checkpoint-select and export with it.
+    config.ema_decay = 0.0
 
     config.eval_every_epochs = 1.0  # validation (and a checkpoint) this often
     config.checkpoint_every_steps = 0  # > 0 adds checkpoints between validations

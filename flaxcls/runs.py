@@ -34,6 +34,8 @@ def total_train_steps(config: Any, steps_per_epoch: int) -> int:
 
 
 def create_model(config: Any, num_classes: int):
+    if not 0.0 <= config.get("ema_decay", 0.0) < 1.0:
+        raise ConfigError(f"ema_decay={config.ema_decay} must be in [0, 1); 0 turns it off.")
     if config.model.dtype not in DTYPES:
         raise ConfigError(f"model.dtype={config.model.dtype!r}; choose one of {', '.join(DTYPES)}.")
     return get_model(
@@ -45,10 +47,19 @@ def create_model(config: Any, num_classes: int):
 
 
 def init_state(
-    model, tx, seed: int, image_shape, mesh, layout: str = "replicated", min_size: int = 2**16
+    model,
+    tx,
+    seed: int,
+    image_shape,
+    mesh,
+    layout: str = "replicated",
+    min_size: int = 2**16,
+    ema_decay: float = 0.0,
 ) -> TrainState:
     """eval_shape -> shardings -> jitted init: nothing is ever built unsharded."""
-    init = functools.partial(create_train_state, model, tx, image_shape=tuple(image_shape))
+    init = functools.partial(
+        create_train_state, model, tx, image_shape=tuple(image_shape), ema_decay=ema_decay
+    )
     rng = jax.random.PRNGKey(seed)
     abstract = jax.eval_shape(init, rng)
     shardings = sharding.state_shardings(abstract, mesh, layout, min_size)
@@ -78,6 +89,7 @@ def build_run(config: Any, mesh) -> tuple[Input, TrainState, int]:
         mesh,
         config.mesh.params,
         config.mesh.fsdp_min_size,
+        config.get("ema_decay", 0.0),  # runs saved before the option existed have none
     )
     return inputs, state, total_steps
 

@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+from flax import struct
 from flax.training import train_state
 
 from flaxcls.metrics import Sums, classification_sums, cross_entropy
@@ -21,10 +22,14 @@ Batch = dict[str, jax.Array]
 
 
 class TrainState(train_state.TrainState):
-    """Flax's TrainState (step, params, opt_state) plus BatchNorm statistics and an rng key."""
+    """Flax's TrainState (step, params, opt_state) plus BatchNorm statistics, an rng key and,
+    when `ema_decay` > 0, an exponential moving average of both weights (`ema`: {'params',
+    'batch_stats'}), which evaluation and `predict` then use."""
 
     batch_stats: Any
     rng: jax.Array
+    ema: Any = None
+    ema_decay: float = struct.field(pytree_node=False, default=0.0)
 
 
 def create_train_state(
@@ -32,18 +37,38 @@ def create_train_state(
     tx: optax.GradientTransformation,
     rng: jax.Array,
     image_shape: tuple[int, int, int],
+    ema_decay: float = 0.0,
 ) -> TrainState:
-    """Initialises parameters from `rng` for images of `image_shape` (H, W, C)."""
+    """Initialises parameters from `rng` for images of `image_shape` (H, W, C); `ema_decay` > 0
+    also keeps their moving average (see `TrainState`)."""
     params_rng, dropout_rng, state_rng = jax.random.split(rng, 3)
     dummy = jnp.zeros((1, *image_shape), jnp.float32)
     variables = model.init({"params": params_rng, "dropout": dropout_rng}, dummy, train=False)
+    params, batch_stats = variables["params"], variables.get("batch_stats", {})
+    ema = {"params": params, "batch_stats": batch_stats} if ema_decay > 0 else None
     return TrainState.create(
         apply_fn=model.apply,
-        params=variables["params"],
-        batch_stats=variables.get("batch_stats", {}),
+        params=params,
+        batch_stats=batch_stats,
         tx=tx,
         rng=state_rng,
+        ema=ema,
+        ema_decay=ema_decay,
     )
+
+
+def ema_update(state: TrainState, previous_step: jax.Array, finite: jax.Array) -> TrainState:
+    """The moving average moved towards the new weights, with decay
+    min(ema_decay, (1 + t) / (10 + t)) at step t (so the early average is not held back by the
+    initialisation); unchanged after a non-finite step."""
+    if state.ema is None:
+        return state
+    t = previous_step.astype(jnp.float32)
+    decay = jnp.minimum(state.ema_decay, (1.0 + t) / (10.0 + t))
+    decay = jnp.where(finite, decay, 1.0)
+    current = {"params": state.params, "batch_stats": state.batch_stats}
+    ema = jax.tree.map(lambda e, c: decay * e + (1.0 - decay) * c, state.ema, current)
+    return state.replace(ema=ema)
 
 
 def _mask(batch: Batch) -> jax.Array:
@@ -148,15 +173,24 @@ def train_step(
         updates.get("batch_stats", state.batch_stats),
         state.batch_stats,
     )
-    state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+    new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+    state = ema_update(new_state, state.step, finite)
     sums = classification_sums(logits, batch["label"], mask, per_example)
     sums["nonfinite"] = 1.0 - finite.astype(jnp.float32)
     return state, _psum(sums, axis_name)
 
 
+def evaluation_variables(state: TrainState) -> dict[str, Any]:
+    """{'params', 'batch_stats'} that evaluation uses: the moving average when kept."""
+    if state.ema is not None:
+        return state.ema
+    return {"params": state.params, "batch_stats": state.batch_stats}
+
+
 def predict(state: TrainState, images: jax.Array, *, flip_tta: bool = False) -> jax.Array:
-    """Logits in evaluation mode; with `flip_tta`, the mean of the images' and their mirrors'."""
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    """Logits in evaluation mode (of the moving-average weights when the state keeps them);
+    with `flip_tta`, the mean of the images' and their mirrors'."""
+    variables = evaluation_variables(state)
     logits = state.apply_fn(variables, images, train=False)
     if flip_tta:
         logits = 0.5 * (logits + state.apply_fn(variables, images[:, :, ::-1], train=False))

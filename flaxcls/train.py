@@ -171,6 +171,9 @@ def starting_state(
                 f"init_from {config.init_from} (step {summary['step']}): "
                 f"{len(summary['copied'])} arrays copied, fresh: {', '.join(summary['fresh'])}"
             )
+    if state.ema is not None:  # the average starts from the weights training starts from
+        weights = {"params": state.params, "batch_stats": state.batch_stats}
+        state = state.replace(ema=jax.tree.map(jnp.copy, weights))  # own buffers: donated apart
     return state
 
 

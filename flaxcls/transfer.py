@@ -16,7 +16,7 @@ from flax import traverse_util
 from flaxcls import foreign
 from flaxcls.errors import ConfigError
 from flaxcls.runs import load_run
-from flaxcls.steps import TrainState
+from flaxcls.steps import TrainState, evaluation_variables
 
 HEAD = "head"
 
@@ -52,13 +52,14 @@ def init_from_run(
         source = load_run(run_dir, checkpoint)
     except FileNotFoundError as e:
         raise ConfigError(f"init_from={run_dir!r}: {e}") from None
-    params, copied, kept = _copy_matching(state.params, source.state.params, init_head)
+    weights = evaluation_variables(source.state)  # the weights the source run was judged by
+    params, copied, kept = _copy_matching(state.params, weights["params"], init_head)
     if not copied:
         raise ConfigError(
             f"init_from={run_dir!r}: no parameter matches this model "
             f"({source.config.model.name} there, another architecture here?)."
         )
-    batch_stats, _, _ = _copy_matching(state.batch_stats, source.state.batch_stats, init_head)
+    batch_stats, _, _ = _copy_matching(state.batch_stats, weights["batch_stats"], init_head)
     summary = {"from": run_dir, "step": source.step, "copied": copied, "fresh": kept}
     return state.replace(params=params, batch_stats=batch_stats), summary
 

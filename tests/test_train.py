@@ -27,7 +27,8 @@ def _params(workdir, config, step=None):
     model = runs.create_model(config, inputs.info.num_classes)
     tx = create_optimizer(config, inputs.steps_per_epoch(), config.num_train_steps)
     mesh = sharding.make_mesh()
-    state = runs.init_state(model, tx, config.seed, inputs.info.image_shape, mesh)
+    shape = inputs.info.image_shape
+    state = runs.init_state(model, tx, config.seed, shape, mesh, ema_decay=config.ema_decay)
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"))
     try:
         if step is not None:
