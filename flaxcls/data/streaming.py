@@ -45,6 +45,13 @@ def _image_sizes(data_config: Any, info: DatasetInfo) -> tuple[int, int]:
     return image_size, eval_resize
 
 
+def _split_batches(
+    builder: Any, splits: dict[str, str], sizes: dict[str, int], split: str, **kwargs: Any
+) -> Iterator[Batch]:
+    """Every example of `split` once, in padded evaluation batches."""
+    return eval_batches(builder, splits[split], num_examples=sizes[split], **kwargs)
+
+
 def streaming_input(
     data_config: Any,
     *,
@@ -87,18 +94,18 @@ def streaming_input(
         **layout,
     )
 
-    def evaluate(split: str) -> Iterator[Batch]:
-        return eval_batches(
-            builder,
-            splits[split],
-            num_examples=sizes[split],
-            global_batch_size=eval_batch_size,
-            image_shape=(image_size, image_size, channels),
-            preprocess=functools.partial(
-                eval_example, transform=eval_transform, finish=finish, channels=channels
-            ),
-            **layout,
-        )
+    evaluate = functools.partial(
+        _split_batches,
+        builder,
+        splits,
+        sizes,
+        global_batch_size=eval_batch_size,
+        image_shape=(image_size, image_size, channels),
+        preprocess=functools.partial(
+            eval_example, transform=eval_transform, finish=finish, channels=channels
+        ),
+        **layout,
+    )
 
     return Input(
         info=_with_image_size(info, image_size),
