@@ -1,7 +1,5 @@
 """The moving average of the weights (`ema_decay`): its arithmetic, who uses it, and resume."""
 
-import os
-
 import jax
 import numpy as np
 import optax
@@ -9,12 +7,10 @@ import pytest
 
 from flaxcls import create_train_state, eval_step, train_step
 from flaxcls import train as train_lib
-from flaxcls.checkpoint import Checkpointer
 from flaxcls.errors import ConfigError
 from flaxcls.steps import predict
 from tests.helpers import tiny_config, write_npz
 from tests.test_steps import TinyNet, _batch
-from tests.test_train import _crash_after, _params
 
 DECAY = 0.8
 
@@ -65,30 +61,6 @@ def test_no_average_unless_asked():
     state = create_train_state(TinyNet(), optax.sgd(0.5), jax.random.PRNGKey(0), (8, 8, 3))
     state, _ = jax.jit(train_step)(state, _batch())
     assert state.ema is None
-
-
-def test_resume_with_ema_equals_an_uninterrupted_run(tmp_path, monkeypatch):
-    config = tiny_config(
-        write_npz(str(tmp_path)),
-        **{"ema_decay": 0.9, "checkpoint_every_steps": 3, "num_train_steps": 10},
-    )
-    straight = str(tmp_path / "straight")
-    train_lib.train_and_evaluate(config, straight)
-    interrupted = str(tmp_path / "interrupted")
-    with monkeypatch.context() as m:
-        _crash_after(7, m)
-        with pytest.raises(KeyboardInterrupt):
-            train_lib.train_and_evaluate(config, interrupted)
-    assert Checkpointer(os.path.join(interrupted, "checkpoints")).latest_step() == 6
-    result = train_lib.train_and_evaluate(config, interrupted)
-    a, b = _params(straight, config), _params(interrupted, config)
-    assert a.ema is not None
-    for x, y in zip(jax.tree.leaves(a.ema), jax.tree.leaves(b.ema), strict=True):
-        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-7)
-    # the reported test figures are the average's
-    evaluated = predict(a, np.zeros((2, 28, 28, 1), np.float32))
-    raw = predict(a.replace(ema=None), np.zeros((2, 28, 28, 1), np.float32))
-    assert not np.allclose(evaluated, raw) and 0.0 <= result["accuracy"] <= 1.0
 
 
 def test_bad_decay_is_refused(tmp_path):

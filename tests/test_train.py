@@ -56,9 +56,15 @@ def _crash_after(n_batches, monkeypatch):
     monkeypatch.setattr(runs, "build_input", build_input_that_crashes)
 
 
-@pytest.mark.parametrize("model,augment", [("seed_cnn", "crop_flip"), ("cifar_resnet20", "none")])
-def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path, monkeypatch, model, augment):
+@pytest.mark.parametrize(
+    "model,augment,ema_decay",
+    [("seed_cnn", "crop_flip", 0.0), ("cifar_resnet20", "none", 0.0), ("seed_cnn", "none", 0.9)],
+)
+def test_resume_after_a_crash_equals_an_uninterrupted_run(
+    tmp_path, monkeypatch, model, augment, ema_decay
+):
     overrides = {
+        "ema_decay": ema_decay,
         "model.name": model,
         "data.augment": augment,
         "checkpoint_every_steps": 3,
@@ -80,9 +86,10 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path, monkeypatch,
 
     a, b = _params(straight, config), _params(interrupted, config)
     assert int(a.step) == int(b.step) == 10
+    assert (a.ema is None) == (ema_decay == 0.0)
     for x, y in zip(
-        jax.tree.leaves((a.params, a.batch_stats, a.opt_state)),
-        jax.tree.leaves((b.params, b.batch_stats, b.opt_state)),
+        jax.tree.leaves((a.params, a.batch_stats, a.opt_state, a.ema)),
+        jax.tree.leaves((b.params, b.batch_stats, b.opt_state, b.ema)),
         strict=True,
     ):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
