@@ -54,7 +54,7 @@ def measure(workdir: str, checkpoint: str, repeats: int) -> dict:
     import jax
 
     from flaxcls import export as export_lib
-    from flaxcls.runs import load_run
+    from flaxcls.runs import load_run, serving_function
 
     summary_path = os.path.join(workdir, "export", "export.json")
     if not os.path.isfile(summary_path):
@@ -62,7 +62,7 @@ def measure(workdir: str, checkpoint: str, repeats: int) -> dict:
     with open(summary_path, encoding="utf-8") as f:
         exported = json.load(f)
     run = load_run(workdir, checkpoint)
-    serve = jax.jit(export_lib.serving_function(run))
+    serve = jax.jit(serving_function(run))
     runtimes = {
         "jax": lambda x: np.asarray(serve(x)),
         "onnxruntime": export_lib.OnnxModel(exported["artefacts"]["onnx"]["path"]),

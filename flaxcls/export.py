@@ -24,27 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from flaxcls.errors import ConfigError
-from flaxcls.runs import load_run
-from flaxcls.steps import predict
+from flaxcls.runs import load_run, serving_function
 
 FORMATS = ("onnx", "tflite")
 PARITY_IMAGES = 1000
-
-
-def serving_function(run: Any) -> Callable[[jax.Array], jax.Array]:
-    """uint8 images -> probabilities, with the run's normalisation and BatchNorm statistics
-    folded in as constants (flip TTA too, when the run evaluates with it)."""
-    state = run.state
-    scale = np.asarray(run.inputs.normalizer.scale, np.float32)
-    shift = np.asarray(run.inputs.normalizer.shift, np.float32)
-    flip_tta = bool(run.config.get("flip_tta", False))
-    host_state = jax.device_get(state)
-
-    def serve(images: jax.Array) -> jax.Array:
-        x = images.astype(jnp.float32) * scale + shift
-        return jax.nn.softmax(predict(host_state, x, flip_tta=flip_tta), axis=-1)
-
-    return serve
 
 
 def export_onnx(serve: Callable, image_shape: tuple[int, ...], path: str) -> str:

@@ -10,11 +10,13 @@ import dataclasses
 import functools
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from flaxcls import sharding
 from flaxcls.checkpoint import Checkpointer
@@ -22,7 +24,7 @@ from flaxcls.data import Input, build_input
 from flaxcls.errors import ConfigError
 from flaxcls.models import get_model
 from flaxcls.optim import create_optimizer
-from flaxcls.steps import TrainState, create_train_state
+from flaxcls.steps import TrainState, create_train_state, predict
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -34,8 +36,6 @@ def total_train_steps(config: Any, steps_per_epoch: int) -> int:
 
 
 def create_model(config: Any, num_classes: int):
-    if not 0.0 <= config.get("ema_decay", 0.0) < 1.0:
-        raise ConfigError(f"ema_decay={config.ema_decay} must be in [0, 1); 0 turns it off.")
     if config.model.dtype not in DTYPES:
         raise ConfigError(f"model.dtype={config.model.dtype!r}; choose one of {', '.join(DTYPES)}.")
     return get_model(
@@ -131,3 +131,19 @@ def load_run(workdir: str, checkpoint: str = "best", mesh=None) -> LoadedRun:
     finally:
         checkpointer.close()
     return LoadedRun(workdir, config, inputs, state, step)
+
+
+def serving_function(run: LoadedRun) -> Callable[[jax.Array], jax.Array]:
+    """uint8 images -> probabilities, with the run's normalisation and BatchNorm statistics
+    folded in as constants (flip TTA too, when the run evaluates with it)."""
+    state = run.state
+    scale = np.asarray(run.inputs.normalizer.scale, np.float32)
+    shift = np.asarray(run.inputs.normalizer.shift, np.float32)
+    flip_tta = bool(run.config.get("flip_tta", False))
+    host_state = jax.device_get(state)
+
+    def serve(images: jax.Array) -> jax.Array:
+        x = images.astype(jnp.float32) * scale + shift
+        return jax.nn.softmax(predict(host_state, x, flip_tta=flip_tta), axis=-1)
+
+    return serve

@@ -31,6 +31,10 @@ class TrainState(train_state.TrainState):
     ema: Any = None
     ema_decay: float = struct.field(pytree_node=False, default=0.0)
 
+    def weights(self) -> dict[str, Any]:
+        """{'params', 'batch_stats'}: what `apply_fn` takes, and what the average averages."""
+        return {"params": self.params, "batch_stats": self.batch_stats}
+
 
 def create_train_state(
     model: nn.Module,
@@ -57,17 +61,16 @@ def create_train_state(
     )
 
 
-def ema_update(state: TrainState, previous_step: jax.Array, finite: jax.Array) -> TrainState:
-    """The moving average moved towards the new weights, with decay
-    min(ema_decay, (1 + t) / (10 + t)) at step t (so the early average is not held back by the
-    initialisation); unchanged after a non-finite step."""
+def ema_update(state: TrainState, finite: jax.Array) -> TrainState:
+    """After the update of step t (state.step is then t + 1), the moving average moved towards
+    the new weights with decay min(ema_decay, (1 + t) / (10 + t)), so the early average is not
+    held back by the initialisation; unchanged after a non-finite step."""
     if state.ema is None:
         return state
-    t = previous_step.astype(jnp.float32)
+    t = state.step.astype(jnp.float32) - 1.0
     decay = jnp.minimum(state.ema_decay, (1.0 + t) / (10.0 + t))
     decay = jnp.where(finite, decay, 1.0)
-    current = {"params": state.params, "batch_stats": state.batch_stats}
-    ema = jax.tree.map(lambda e, c: decay * e + (1.0 - decay) * c, state.ema, current)
+    ema = jax.tree.map(lambda e, c: decay * e + (1.0 - decay) * c, state.ema, state.weights())
     return state.replace(ema=ema)
 
 
@@ -173,8 +176,7 @@ def train_step(
         updates.get("batch_stats", state.batch_stats),
         state.batch_stats,
     )
-    new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-    state = ema_update(new_state, state.step, finite)
+    state = ema_update(state.apply_gradients(grads=grads, batch_stats=batch_stats), finite)
     sums = classification_sums(logits, batch["label"], mask, per_example)
     sums["nonfinite"] = 1.0 - finite.astype(jnp.float32)
     return state, _psum(sums, axis_name)
@@ -182,9 +184,7 @@ def train_step(
 
 def evaluation_variables(state: TrainState) -> dict[str, Any]:
     """{'params', 'batch_stats'} that evaluation uses: the moving average when kept."""
-    if state.ema is not None:
-        return state.ema
-    return {"params": state.params, "batch_stats": state.batch_stats}
+    return state.ema if state.ema is not None else state.weights()
 
 
 def predict(state: TrainState, images: jax.Array, *, flip_tta: bool = False) -> jax.Array:

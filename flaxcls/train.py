@@ -154,6 +154,8 @@ def check_loop_options(config: Any) -> None:
         raise ConfigError(
             f"best_metric={config.best_metric!r}; choose one of {', '.join(BEST_METRICS)}."
         )
+    if not 0.0 <= config.ema_decay < 1.0:
+        raise ConfigError(f"ema_decay={config.ema_decay} must be in [0, 1); 0 turns it off.")
 
 
 def starting_state(
@@ -172,8 +174,7 @@ def starting_state(
                 f"{len(summary['copied'])} arrays copied, fresh: {', '.join(summary['fresh'])}"
             )
     if state.ema is not None:  # the average starts from the weights training starts from
-        weights = {"params": state.params, "batch_stats": state.batch_stats}
-        state = state.replace(ema=jax.tree.map(jnp.copy, weights))  # own buffers: donated apart
+        state = state.replace(ema=jax.tree.map(jnp.copy, state.weights()))  # donated apart
     return state
 
 

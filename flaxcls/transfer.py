@@ -70,7 +70,7 @@ def _init_from_weights(
     state_dict = foreign.load_state_dict(path)
     if not init_head:
         state_dict = {k: v for k, v in state_dict.items() if not k.startswith("fc.")}
-    template = {"params": state.params, "batch_stats": state.batch_stats}
+    template = state.weights()
     variables, fresh = foreign.resnet_variables_from_torch(state_dict, jax.device_get(template))
     placed = jax.tree.map(
         lambda new, old: jax.device_put(new, old.sharding).astype(old.dtype), variables, template

@@ -36,10 +36,10 @@ def test_exports_match_jax_on_every_image(tmp_path, model):
     with open(os.path.join(workdir, "export", "classes.json")) as f:
         assert json.load(f)["class_names"] == ["0", "1", "2"]
     # any batch size: 1 and 7 through the same files
-    from flaxcls.runs import load_run
+    from flaxcls.runs import load_run, serving_function
 
     run = load_run(workdir, "latest")
-    serve = export_lib.serving_function(run)
+    serve = serving_function(run)
     images = np.random.default_rng(0).integers(0, 256, (7, 28, 28, 1), dtype=np.uint8)
     expected = np.asarray(serve(images))
     onnx = export_lib.OnnxModel(os.path.join(workdir, "export", "model.onnx"))

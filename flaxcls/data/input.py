@@ -12,7 +12,7 @@ import numpy as np
 from flaxcls.data import pipeline
 from flaxcls.data.augment import get_augmentation
 from flaxcls.data.datasets import DatasetInfo, get_dataset_info
-from flaxcls.data.sources import ArraySplit
+from flaxcls.data.sources import ArraySplit, load_splits
 
 Batch = dict[str, np.ndarray]
 
@@ -78,8 +78,6 @@ def _array_input(
     process_index: int,
     process_count: int,
 ) -> Input:
-    from flaxcls.data.sources import load_splits
-
     info, splits = load_splits(data_config)
     normalize = pipeline.Normalizer(info.mean, info.std)
     layout = dict(process_index=process_index, process_count=process_count)

@@ -15,6 +15,7 @@ import numpy as np
 
 from flaxcls.data import idx
 from flaxcls.data.datasets import DatasetInfo, get_dataset_info
+from flaxcls.data.folder import load_folder
 from flaxcls.errors import ConfigError
 
 
@@ -169,8 +170,6 @@ def load_splits(data_config: Any) -> tuple[DatasetInfo, dict[str, ArraySplit]]:
 
 
 def _load_folder_splits(data_config: Any) -> tuple[DatasetInfo, dict[str, ArraySplit]]:
-    from flaxcls.data.folder import load_folder
-
     folder = load_folder(data_config)
     splits = {name: ArraySplit(*arrays) for name, arrays in folder.splits.items()}
     info = derive_info(splits["train"], len(folder.class_names), folder.class_names, "folder")
