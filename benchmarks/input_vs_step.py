@@ -69,7 +69,7 @@ def step_rate(config, steps: int) -> float:
     from flaxcls import sharding
     from flaxcls.optim import create_optimizer
     from flaxcls.runs import create_model, init_state
-    from flaxcls.train import compile_steps
+    from flaxcls.train import compile_steps, next_block
 
     inputs = build_inputs(config)
     mesh = sharding.make_mesh()
@@ -77,7 +77,7 @@ def step_rate(config, steps: int) -> float:
     tx = create_optimizer(config, inputs.steps_per_epoch(), 10_000)
     state = init_state(model, tx, config.seed, inputs.info.image_shape, mesh)
     p_train, _, _ = compile_steps(config, mesh, state, inputs)
-    batch = sharding.to_global(next(inputs.train(0)), mesh)
+    batch = sharding.block_to_global(next_block(inputs.train(0), 1), mesh)
     for _ in range(3):
         state, sums = p_train(state, batch)
     jax.block_until_ready(sums)

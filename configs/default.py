@@ -56,6 +56,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval_batch_size = 500  # global; the last batch is padded and masked
     config.num_epochs = 10.0
     config.num_train_steps = -1  # > 0 overrides num_epochs
+    # Optimiser steps per compiled call (Keras's steps_per_execution): K > 1 runs K steps in one
+    # lax.scan with no host round trip between them; logging, validation, checkpoints and
+    # SIGTERM then act at multiples of K (and at the last step). The parameters are the same.
+    config.steps_per_dispatch = 1
 
     config.optimizer = ml_collections.ConfigDict()
     config.optimizer.name = "adam"  # sgd | adam | adamw
@@ -102,6 +106,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.best_metric = "val_accuracy"  # val_accuracy | val_top5_accuracy | val_loss
     config.early_stopping_patience = 0  # > 0: stop after this many validations without gain
     config.log_every_steps = 100
+    # > 0: a profiler trace of this many steps after the first call (compilation) in
+    # WORKDIR/profile, for TensorBoard's profile tab or Perfetto; the loop's waits are named.
+    config.profile_steps = 0
     config.progress_bar = True
     config.compilation_cache_dir = "~/.cache/flaxcls/jax"  # empty disables JAX's disk cache
     return config

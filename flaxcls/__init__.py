@@ -3,12 +3,13 @@
 The pure pieces are importable on their own:
 
     from flaxcls import create_train_state, train_step, eval_step, get_model
+    from flaxcls import scan_steps  # several train steps in one compiled call
 """
 
 from flaxcls.metrics import classification_sums, cross_entropy, summarize
 from flaxcls.models import MODELS, get_model
 from flaxcls.optim import create_learning_rate_schedule, create_optimizer
-from flaxcls.steps import TrainState, create_train_state, eval_step, train_step
+from flaxcls.steps import TrainState, create_train_state, eval_step, scan_steps, train_step
 
 __version__ = "0.1.0"
 
@@ -22,6 +23,7 @@ __all__ = [
     "cross_entropy",
     "eval_step",
     "get_model",
+    "scan_steps",
     "summarize",
     "train_step",
 ]

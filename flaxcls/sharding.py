@@ -29,6 +29,11 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
 
 
+def block_sharding(mesh: Mesh) -> NamedSharding:
+    """A block of batches stacked on a leading step axis: each batch split as `batch_sharding`."""
+    return NamedSharding(mesh, PartitionSpec(None, DATA_AXIS))
+
+
 def check_batch_size(batch_size: int, mesh: Mesh, name: str = "batch_size") -> None:
     devices = mesh.devices.size
     if batch_size % devices:
@@ -42,6 +47,12 @@ def to_global(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
     """This process's rows of a batch -> global arrays sharded over the data axis."""
     sharding = batch_sharding(mesh)
     return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
+
+
+def block_to_global(block: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+    """This process's rows of a [steps, batch, ...] block -> global arrays (`block_sharding`)."""
+    sharding = block_sharding(mesh)
+    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in block.items()}
 
 
 def _replicated_spec(shape: tuple[int, ...], devices: int, min_size: int) -> PartitionSpec:

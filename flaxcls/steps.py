@@ -182,6 +182,35 @@ def train_step(
     return state, _psum(sums, axis_name)
 
 
+def scan_steps(
+    step: Callable[..., tuple[TrainState, Sums]],
+) -> Callable[..., tuple[TrainState, Sums]]:
+    """`step(state, batch, *args)` over a block of batches stacked on a leading axis, as one
+    `lax.scan`: jit the result and one call runs as many optimiser steps as the block holds,
+    with no host round trip between them.
+
+    Returns `(state, sums)`: the sums of the block's finite steps added up on the device, and
+    `nonfinite`, one flag per step, so the caller still knows which step went wrong.
+    """
+
+    def run_block(state: TrainState, block: Batch, *args: Any) -> tuple[TrainState, Sums]:
+        def body(state: TrainState, batch: Batch) -> tuple[TrainState, Sums]:
+            return step(state, batch, *args)
+
+        if jax.tree.leaves(block)[0].shape[0] == 1:  # one step compiles as it would alone
+            state, sums = body(state, jax.tree.map(lambda x: x[0], block))
+            per_step = jax.tree.map(lambda x: x[None], sums)
+        else:
+            state, per_step = jax.lax.scan(body, state, block)
+        nonfinite = per_step.pop("nonfinite")
+        finite = nonfinite == 0
+        sums = {k: jnp.sum(jnp.where(finite, v, 0.0)) for k, v in per_step.items()}
+        sums["nonfinite"] = nonfinite
+        return state, sums
+
+    return run_block
+
+
 def evaluation_variables(state: TrainState) -> dict[str, Any]:
     """{'params', 'batch_stats'} that evaluation uses: the moving average when kept."""
     return state.ema if state.ema is not None else state.weights()

@@ -24,7 +24,7 @@ from flaxcls.errors import ConfigError
 from flaxcls.models.whitening import patch_whitening_kernel
 from flaxcls.preemption import Preempted, PreemptionWatcher
 from flaxcls.runs import build_run
-from flaxcls.steps import TrainState, eval_step, train_step
+from flaxcls.steps import TrainState, eval_step, scan_steps, train_step
 from flaxcls.transfer import init_from_run
 from flaxcls.writers import MetricsLog
 
@@ -77,9 +77,14 @@ def compile_steps(
     config: Any, mesh, state: TrainState, inputs: Input
 ) -> tuple[Callable, Callable, Callable[[int], Iterator]]:
     """The pure steps under `jax.jit` with explicit shardings (the old state donated), and the
-    training batches the train step takes from a start step on."""
+    per-step batches the train step takes from a start step on.
+
+    The train step runs a block of batches stacked on a leading axis (`scan_steps`): one call
+    makes as many optimiser steps as the block holds (`steps_per_dispatch`).
+    """
     state_sharding = jax.tree.map(lambda x: x.sharding, state)
     data = sharding.batch_sharding(mesh)
+    block = sharding.block_sharding(mesh)
     replicated = sharding.replicated(mesh)
     step = functools.partial(
         train_step,
@@ -95,25 +100,35 @@ def compile_steps(
     )
     if not config.data.on_device:
         p_train = jax.jit(
-            step,
-            in_shardings=(state_sharding, data),
+            scan_steps(step),
+            in_shardings=(state_sharding, block),
             out_shardings=(state_sharding, replicated),
             donate_argnums=0,
         )
         return p_train, p_eval, inputs.train
     _check_on_device(config, inputs)
     held = on_device.place(inputs.train_split, replicated)
+    augment = get_augmentation(config.data.augment, config.data.crop_padding, xp=jnp)
     p_gather = jax.jit(
-        on_device.gather_then(
-            step,
-            inputs.normalizer,
-            get_augmentation(config.data.augment, config.data.crop_padding, xp=jnp),
-        ),
-        in_shardings=(state_sharding, data, replicated),
+        scan_steps(on_device.gather_then(step, inputs.normalizer, augment)),
+        in_shardings=(state_sharding, block, replicated),
         out_shardings=(state_sharding, replicated),
         donate_argnums=0,
     )
-    return (lambda state, batch: p_gather(state, batch, held)), p_eval, inputs.train_indices
+    draws_augmentation = config.data.augment != "none"
+    return (
+        lambda state, batch: p_gather(state, batch, held),
+        p_eval,
+        functools.partial(inputs.train_indices, with_uniforms=draws_augmentation),
+    )
+
+
+def next_block(batches: Iterator[dict[str, np.ndarray]], n: int) -> dict[str, np.ndarray]:
+    """The next `n` batches of `batches` stacked on a new leading axis."""
+    if n == 1:
+        return {k: v[None] for k, v in next(batches).items()}
+    items = [next(batches) for _ in range(n)]
+    return {k: np.stack([item[k] for item in items]) for k in items[0]}
 
 
 def _check_on_device(config: Any, inputs: Input) -> None:
@@ -156,6 +171,10 @@ def check_loop_options(config: Any) -> None:
         )
     if not 0.0 <= config.ema_decay < 1.0:
         raise ConfigError(f"ema_decay={config.ema_decay} must be in [0, 1); 0 turns it off.")
+    if not (isinstance(config.steps_per_dispatch, int) and config.steps_per_dispatch >= 1):
+        raise ConfigError(
+            f"steps_per_dispatch={config.steps_per_dispatch!r} must be a whole number >= 1."
+        )
 
 
 def starting_state(
@@ -219,7 +238,17 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, float]:
     p_train, p_eval, batches = compile_steps(config, mesh, state, inputs)
     preemption = PreemptionWatcher()
     loop = TrainLoop(
-        config, inputs, mesh, p_train, p_eval, checkpointer, log, total_steps, batches, preemption
+        config,
+        inputs,
+        mesh,
+        p_train,
+        p_eval,
+        checkpointer,
+        log,
+        total_steps,
+        batches,
+        preemption,
+        profile_dir=os.path.join(workdir, "profile"),
     )
     try:
         state = loop.run(state)
@@ -240,13 +269,48 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, float]:
     return test
 
 
+class ProfileWindow:
+    """`profile_steps` > 0: a `jax.profiler` trace of the calls that follow the run's first
+    (which compiles) until that many steps have run, written to `directory` for TensorBoard's
+    profile tab or Perfetto. The loop's host waits carry names there (`TraceAnnotation`)."""
+
+    def __init__(self, directory: str, steps: int, after: int):
+        self.directory, self.steps, self.after = directory, steps, after
+        self.end: int | None = None
+        self.active = False
+
+    def before_call(self, first: int) -> None:
+        if self.steps > 0 and self.end is None and first > self.after:
+            jax.profiler.start_trace(self.directory)
+            self.active, self.end = True, first + self.steps
+
+    def after_call(self, step: int, state: Any) -> None:
+        if self.active and step >= self.end:
+            self.stop(state)
+
+    def stop(self, state: Any = None) -> None:
+        if self.active:
+            jax.block_until_ready(state)  # the trace holds the device work it dispatched
+            jax.profiler.stop_trace()
+            self.active = False
+
+    def __enter__(self) -> ProfileWindow:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
 class TrainLoop:
     """Runs steps to `total_steps` with periodic logging, validation and checkpoints.
 
-    Metrics of step t are read after step t+1 is dispatched, so the host never waits on the
-    device; a non-finite loss stops the run with its step number. SIGTERM saves a checkpoint
-    at the step reached and raises `Preempted`. With `early_stopping_patience` > 0, training
-    ends after that many validations without a better `best_metric` (`stopped_early`).
+    Each call of `p_train` runs a block of up to `steps_per_dispatch` steps; calls end at the
+    multiples of that number (and at `total_steps`), and everything periodic happens at the
+    first call boundary at or after its step. A call's metrics are read after the next call
+    is dispatched, so the host never waits on the device; a non-finite loss stops the run with
+    its step number. SIGTERM saves a checkpoint at the boundary reached and raises
+    `Preempted`. With `early_stopping_patience` > 0, training ends after that many validations
+    without a better `best_metric` (`stopped_early`).
     """
 
     def __init__(
@@ -261,12 +325,14 @@ class TrainLoop:
         total_steps,
         batches: Callable[[int], Iterator] | None = None,
         preemption: PreemptionWatcher | None = None,
+        profile_dir: str = "",
     ):
         self.config, self.inputs, self.mesh = config, inputs, mesh
+        self.profile_dir = profile_dir
         self.p_train, self.p_eval = p_train, p_eval
         self.checkpointer, self.log, self.total_steps = checkpointer, log, total_steps
         self.preemption = preemption
-        # start step -> what p_train takes (see compile_steps); host batches by default
+        # start step -> what p_train takes, a batch at a time (see compile_steps)
         self.batches = batches or inputs.train
         steps_per_epoch = inputs.steps_per_epoch()
         self.eval_every = max(1, int(round(config.eval_every_epochs * steps_per_epoch)))
@@ -276,35 +342,47 @@ class TrainLoop:
         self.validations_without_gain = 0
         self.stopped_early = False
 
+    def _call_end(self, step: int) -> int:
+        """Where the call starting after `step` ends: the next multiple of steps_per_dispatch."""
+        k = self.config.steps_per_dispatch
+        return min(step - step % k + k, self.total_steps)
+
     def run(self, state: TrainState) -> TrainState:
-        start = int(jax.device_get(state.step))
-        if start >= self.total_steps:
+        step = int(jax.device_get(state.step))
+        if step >= self.total_steps:
             return state
-        batches = self.batches(start)
+        batches = self.batches(step)
         self.window, self.window_start, self.window_steps = None, time.perf_counter(), 0
         pending = None
         bar = tqdm.tqdm(
             total=self.total_steps,
-            initial=start,
+            initial=step,
             unit="step",
             disable=not (self.is_main and self.config.progress_bar),
             dynamic_ncols=True,
         )
-        with bar:
-            for step in range(start + 1, self.total_steps + 1):
-                state, sums = self.p_train(state, sharding.to_global(next(batches), self.mesh))
+        trace = ProfileWindow(self.profile_dir, self.config.profile_steps, after=step)
+        with bar, trace:
+            while step < self.total_steps:
+                first, step = step, self._call_end(step)
+                trace.before_call(first)
+                with jax.profiler.TraceAnnotation("host: the next block of batches"):
+                    block = next_block(batches, step - first)
+                    block = sharding.block_to_global(block, self.mesh)
+                state, sums = self.p_train(state, block)
                 if pending is not None:
                     self._record(*pending)
-                pending = (step, sums)
-                bar.update(1)
+                pending = (first, sums)
+                trace.after_call(step, state)
+                bar.update(step - first)
                 if self.preemption is not None and self.preemption.reached(step):
                     self._record(*pending)
                     self.checkpointer.save(state)
                     raise Preempted(step, self.checkpointer.manager.directory)
-                if self._periodic(step):
+                if self._periodic(first, step):
                     self._record(*pending)
                     pending = None
-                    self._periodic_actions(state, step, bar)
+                    self._periodic_actions(state, first, step, bar)
                     if self.stopped_early:
                         bar.write(
                             f"step {step}: stopping early, no better {self.config.best_metric} "
@@ -313,25 +391,33 @@ class TrainLoop:
                         break
         return state
 
-    def _due(self, step: int, every: int) -> bool:
-        """True every `every` steps (never when `every` <= 0) and at the last step."""
-        return (every > 0 and step % every == 0) or step == self.total_steps
+    def _due(self, first: int, step: int, every: int) -> bool:
+        """True when a multiple of `every` lies in (first, step] (never when `every` <= 0),
+        and at the last step."""
+        return (every > 0 and step // every > first // every) or step == self.total_steps
 
-    def _periodic(self, step: int) -> bool:
+    def _periodic(self, first: int, step: int) -> bool:
         cfg = self.config
         return any(
-            self._due(step, every)
+            self._due(first, step, every)
             for every in (cfg.log_every_steps, self.eval_every, cfg.checkpoint_every_steps)
         )
 
-    def _record(self, step: int, sums: Any) -> None:
-        sums = jax.device_get(sums)
-        if sums.get("nonfinite", 0) > 0 or not np.isfinite(sums["loss"]):
-            self._nonfinite(step)
-            return
-        self.consecutive_skips = 0
-        self.window = metrics_lib.add_sums(self.window, sums)
-        self.window_steps += 1
+    def _record(self, first: int, sums: Any) -> None:
+        """Adds the finite steps of the call after step `first` to the window; each
+        non-finite one stops the run or is counted as skipped."""
+        with jax.profiler.TraceAnnotation("wait for the metrics of the previous call"):
+            sums = jax.device_get(sums)
+        flags = np.atleast_1d(sums.pop("nonfinite"))
+        for offset, flag in enumerate(flags, start=1):
+            if flag > 0:
+                self._nonfinite(first + offset)
+            else:
+                self.consecutive_skips = 0
+        finite_steps = int(np.sum(flags == 0))
+        if finite_steps:
+            self.window = metrics_lib.add_sums(self.window, sums)
+            self.window_steps += finite_steps
 
     def _nonfinite(self, step: int) -> None:
         """A NaN/Inf loss or gradient at `step`: stop, or count the skipped update."""
@@ -351,18 +437,20 @@ class TrainLoop:
             "(--config.optimizer.grad_clip_norm), or skip such updates (--config.nonfinite=skip)."
         )
 
-    def _periodic_actions(self, state: TrainState, step: int, bar) -> None:
-        validate = self._due(step, self.eval_every)
-        if self.window is not None and (validate or self._due(step, self.config.log_every_steps)):
+    def _periodic_actions(self, state: TrainState, first: int, step: int, bar) -> None:
+        validate = self._due(first, step, self.eval_every)
+        log = self._due(first, step, self.config.log_every_steps)
+        if self.window is not None and (validate or log):
             self._log_train(step, bar)
         if validate:
-            val = self._validate(state, step, bar)
+            with jax.profiler.TraceAnnotation("host: validation"):
+                val = self._validate(state, step, bar)
             metrics = None
             if val:
                 metrics = {f"val_{k}": val[k] for k in ("loss", "accuracy", "top5_accuracy")}
                 self._track_best(metrics[self.config.best_metric])
             self.checkpointer.save(state, metrics)
-        elif self._due(step, self.config.checkpoint_every_steps):
+        elif self._due(first, step, self.config.checkpoint_every_steps):
             self.checkpointer.save(state)
         self.window_start = time.perf_counter()  # throughput leaves validation and saves out
 

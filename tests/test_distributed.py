@@ -38,15 +38,16 @@ def _assert_same(a, b, what):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """A reference run on 1 process x 4 devices, and one run that changes topology twice:
-    steps 1-4 on 1 process x 8 devices, 5-6 on 2 processes x 2 devices, 7-8 on 1 device."""
+    steps 1-4 on 1 process x 8 devices, 5-6 on 2 processes x 2 devices (each in one compiled
+    call of several steps), 7-8 on 1 device."""
     tmp = tmp_path_factory.mktemp("distributed")
     npz = write_npz(str(tmp), n_train=85, n_test=N_TEST)
     config = write_config(str(tmp), npz, **OVERRIDES)
     steps = lambda n: f"--config.num_train_steps={n}"  # noqa: E731
     ref, moved = str(tmp / "ref"), str(tmp / "moved")
     run_py(config, ref, steps(8), devices=4)
-    run_py(config, moved, steps(4), devices=8)
-    run_py(config, moved, steps(6), processes=2, devices=2)
+    run_py(config, moved, steps(4), "--config.steps_per_dispatch=4", devices=8)
+    run_py(config, moved, steps(6), "--config.steps_per_dispatch=2", processes=2, devices=2)
     with open(os.path.join(moved, "test_metrics.json"), encoding="utf-8") as f:
         two_process_test = json.load(f)
     run_py(config, moved, steps(8), devices=1)

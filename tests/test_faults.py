@@ -156,10 +156,12 @@ def _poison_when_first_label_is_zero(monkeypatch):
     monkeypatch.setattr(steps_lib, "_training_loss", poisoned)
 
 
-def test_nan_updates_are_skipped_and_counted_by_option(tmp_path, monkeypatch):
+@pytest.mark.parametrize("steps_per_dispatch", [1, 8])
+def test_nan_updates_are_skipped_and_counted_by_option(tmp_path, monkeypatch, steps_per_dispatch):
     _poison_when_first_label_is_zero(monkeypatch)
     npz = write_npz(str(tmp_path))
-    config = tiny_config(npz, **{"nonfinite": "skip", "num_train_steps": 30, "log_every_steps": 30})
+    overrides = {"nonfinite": "skip", "num_train_steps": 30, "log_every_steps": 30}
+    config = tiny_config(npz, **overrides, steps_per_dispatch=steps_per_dispatch)
     train_lib.train_and_evaluate(config, str(tmp_path / "run"))
     state = _params(str(tmp_path / "run"), config)
     assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(state.params))

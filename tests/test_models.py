@@ -90,11 +90,13 @@ def _fast_cnn_count(channels, stem_kernel, stem, widths, classes):
 DERIVED = [
     ("fast_cnn", (32, 32, 3), 10, _fast_cnn_count(3, 2, 24, (64, 256, 256), 10)),
     ("fast_cnn_small", (28, 28, 1), 10, _fast_cnn_count(1, 3, 16, (32, 64, 128), 10)),
+    ("mlp", (28, 28, 1), 10, 784 * 128 + 128 + 128 * 10 + 10),
 ]
 
 
 def test_registry_names_and_every_model_has_a_count():
     expected = {
+        "mlp",
         "seed_cnn",
         "resnet18",
         "resnet34",

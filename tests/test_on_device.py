@@ -21,8 +21,11 @@ def test_device_held_data_trains_as_the_host_pipeline(tmp_path, augment):
     a = _params(str(tmp_path / "host"), host_config)
     b = _params(str(tmp_path / "device"), device_config)
     assert int(a.step) == int(b.step) == host_config.num_train_steps
+    # The host normalises in numpy, the device in XLA (which may fuse a multiply-add): inputs
+    # differ in the last bit, and Adam's normalised updates (1e-3 a step) carry that into an
+    # element whose gradient is near zero; 1e-5 is 1% of one step.
     for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params), strict=True):
-        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-5)
     assert host["num_examples"] == device["num_examples"]
     np.testing.assert_allclose(host["loss"], device["loss"], rtol=1e-4)
 

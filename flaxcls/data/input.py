@@ -33,8 +33,9 @@ class Input:
     evaluate: Callable[[str], Iterator[Batch]]  # split -> every example once, padded
     # In-memory datasets only, for training with the data held on the devices:
     train_split: ArraySplit | None = None  # uint8 images and labels of the training split
-    # start step -> {"index", "uniforms"}: this process's rows and their augmentation draws
-    train_indices: Callable[[int], Iterator[Batch]] | None = None
+    # (start step, with_uniforms=True) -> {"index"[, "uniforms"]}: this process's rows and
+    # their augmentation draws
+    train_indices: Callable[..., Iterator[Batch]] | None = None
     normalizer: pipeline.Normalizer | None = None  # uint8 -> the float images batches hold
 
     def steps_per_epoch(self) -> int:
@@ -96,15 +97,17 @@ def _array_input(
             splits[split], global_batch_size=eval_batch_size, normalize=normalize, **layout
         )
 
-    def train_indices(start_step: int) -> Iterator[Batch]:
+    def train_indices(start_step: int, with_uniforms: bool = True) -> Iterator[Batch]:
         for index, uniforms in pipeline.train_draws(
             len(splits["train"]),
             global_batch_size=global_batch_size,
             seed=seed,
             start_step=start_step,
+            with_uniforms=with_uniforms,
             **layout,
         ):
-            yield {"index": index.astype(np.int32), "uniforms": uniforms}
+            batch = {"index": index.astype(np.int32)}
+            yield batch if uniforms is None else batch | {"uniforms": uniforms}
 
     return Input(
         info=info,

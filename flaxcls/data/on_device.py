@@ -29,13 +29,16 @@ def place(split: ArraySplit, replicated: Sharding) -> dict[str, jax.Array]:
 def gather_then(
     step: Callable[..., Any], normalizer: Normalizer, augment: Augmentation
 ) -> Callable[..., Any]:
-    """`step(state, batch)` on batches of indices (and augmentation draws) into the
-    device-held `data`; `augment` is a jax.numpy augmentation (`get_augmentation(xp=jnp)`)."""
+    """`step(state, batch)` on batches of indices (and augmentation draws, `uniforms`; a batch
+    without them is not augmented) into the device-held `data`; `augment` is a jax.numpy
+    augmentation (`get_augmentation(xp=jnp)`)."""
     scale, shift = jnp.asarray(normalizer.scale), jnp.asarray(normalizer.shift)
 
     def step_on_indices(state: Any, batch: dict[str, jax.Array], data: dict[str, jax.Array]):
         index = batch["index"]
-        image = augment(data["image"][index], batch["uniforms"])
+        image = data["image"][index]
+        if "uniforms" in batch:
+            image = augment(image, batch["uniforms"])
         image = image.astype(jnp.float32) * scale + shift
         return step(state, {"image": image, "label": data["label"][index]})
 

@@ -69,11 +69,13 @@ def train_draws(
     start_step: int,
     process_index: int = 0,
     process_count: int = 1,
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    with_uniforms: bool = True,
+) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     """Endless (example indices, augmentation draws) of this process's rows, from `start_step`.
 
     The draws are made for the whole global batch, so augmentation does not depend on the
     process layout; they are float32, so numpy on the host and jax.numpy on a device crop alike.
+    Without `with_uniforms` (no augmentation to draw for) they are None.
     """
     rows = local_rows(global_batch_size, process_index, process_count)
     if n < global_batch_size:
@@ -81,8 +83,11 @@ def train_draws(
     step = start_step
     while True:
         index = global_indices(seed, step, global_batch_size, n)[rows]
-        draws = np.random.default_rng([seed, step, 1]).random((global_batch_size, NUM_UNIFORMS))
-        yield index, draws[rows].astype(np.float32)
+        if not with_uniforms:
+            yield index, None
+        else:
+            rng = np.random.default_rng([seed, step, 1])
+            yield index, rng.random((global_batch_size, NUM_UNIFORMS))[rows].astype(np.float32)
         step += 1
 
 

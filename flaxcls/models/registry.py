@@ -8,11 +8,12 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from flaxcls.errors import ConfigError
-from flaxcls.models import cnn, fast_cnn, inception, resnet, wide_resnet
+from flaxcls.models import cnn, fast_cnn, inception, mlp, resnet, wide_resnet
 
 # Every constructor takes num_classes, dtype (compute dtype; parameters stay float32) and
 # dropout_rate, and its module is called as `model(images, train=...)` on float32 NHWC images.
 MODELS: dict[str, Callable[..., nn.Module]] = {
+    "mlp": mlp.MLP,  # one hidden layer of 128
     "seed_cnn": cnn.SeedCNN,
     "fast_cnn": fast_cnn.FastCNN,  # airbench94 widths, for 32x32 inputs
     "fast_cnn_small": functools.partial(  # narrower, for 28x28 images on CPUs

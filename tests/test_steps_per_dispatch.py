@@ -1,0 +1,164 @@
+"""Several optimiser steps per compiled call (`steps_per_dispatch`): the same training as one
+step per call, with logging, checkpoints, resume and the non-finite rail at call boundaries."""
+
+import dataclasses
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from flaxcls import runs, scan_steps
+from flaxcls import train as train_lib
+from flaxcls.checkpoint import Checkpointer
+from flaxcls.models import get_model
+from flaxcls.steps import create_train_state, train_step
+from tests.helpers import tiny_config, write_npz
+from tests.test_train import _params
+
+# 60 training examples in batches of 16: 3 steps an epoch, so validation every 3 steps, logs
+# every 4 and 20 steps in all: calls of 8 cross every kind of boundary and end on a short one.
+OVERRIDES = {
+    "model.name": "seed_cnn",
+    "data.augment": "crop_flip",
+    "model.dropout_rate": 0.2,
+    "num_train_steps": 20,
+    "schedule.name": "cosine",
+}
+
+
+def _leaves(state):
+    return [np.asarray(x) for x in jax.tree.leaves((state.params, state.opt_state))]
+
+
+def _metrics(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+def test_scan_steps_equals_the_steps_one_by_one():
+    model = get_model("cifar_resnet20", num_classes=3)
+    state = create_train_state(model, optax.sgd(0.05, 0.9), jax.random.PRNGKey(0), (8, 8, 3))
+    rng = np.random.default_rng(0)
+    block = {
+        "image": jnp.asarray(rng.normal(size=(5, 4, 8, 8, 3)), jnp.float32),
+        "label": jnp.asarray(rng.integers(0, 3, (5, 4)), jnp.int32),
+    }
+    one, totals = state, None
+    step = jax.jit(train_step)
+    for k in range(5):
+        one, sums = step(one, jax.tree.map(lambda x, k=k: x[k], block))
+        totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+    scanned, block_sums = jax.jit(scan_steps(train_step))(state, block)
+    assert int(scanned.step) == 5
+    for x, y in zip(jax.tree.leaves(one), jax.tree.leaves(scanned), strict=True):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(block_sums["nonfinite"]), np.zeros(5))
+    for key in ("loss", "correct", "count"):
+        np.testing.assert_allclose(float(block_sums[key]), float(totals[key]), rtol=1e-5)
+
+
+@pytest.mark.parametrize("on_device", [False, True])
+def test_eight_steps_per_call_train_as_one(tmp_path, on_device):
+    npz = write_npz(str(tmp_path))
+    workdirs, results = {}, {}
+    for k in (1, 8):
+        config = tiny_config(
+            npz, **OVERRIDES, **{"steps_per_dispatch": k, "data.on_device": on_device}
+        )
+        workdirs[k] = str(tmp_path / f"k{k}")
+        results[k] = train_lib.train_and_evaluate(config, workdirs[k])
+    a, b = _params(workdirs[1], config), _params(workdirs[8], config)
+    assert int(a.step) == int(b.step) == 20
+    for x, y in zip(_leaves(a), _leaves(b), strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(results[1]["loss"], results[8]["loss"], rtol=1e-4)
+    # Everything periodic happened at the call boundaries 8, 16 and 20.
+    assert {m["step"] for m in _metrics(workdirs[8])} == {8, 16, 20}
+    ckpt = Checkpointer(os.path.join(workdirs[8], "checkpoints"))
+    assert set(ckpt.manager.all_steps()) <= {8, 16, 20} and ckpt.latest_step() == 20
+    ckpt.close()
+    # A log window of several calls still counts each training example once.
+    k1_train = [m for m in _metrics(workdirs[1]) if "train_loss" in m]
+    k8_train = [m for m in _metrics(workdirs[8]) if "train_loss" in m]
+    assert len(k8_train) == 3 and len(k1_train) > len(k8_train)
+
+
+def _crash_after(n_batches, monkeypatch):
+    """The training iterator dies after `n_batches`, as a killed process would."""
+    real_build_input = runs.build_input
+
+    def build_input_that_crashes(*args, **kwargs):
+        inputs = real_build_input(*args, **kwargs)
+
+        def train(start_step):
+            it = inputs.train(start_step)
+            for _ in range(n_batches):
+                yield next(it)
+            raise KeyboardInterrupt("simulated preemption")
+
+        return dataclasses.replace(inputs, train=train)
+
+    monkeypatch.setattr(runs, "build_input", build_input_that_crashes)
+
+
+def test_resumed_eight_step_calls_equal_an_uninterrupted_run(tmp_path, monkeypatch):
+    config = tiny_config(
+        write_npz(str(tmp_path)),
+        **OVERRIDES,
+        **{"steps_per_dispatch": 8, "checkpoint_every_steps": 8, "eval_every_epochs": 100.0},
+    )
+    straight = str(tmp_path / "straight")
+    train_lib.train_and_evaluate(config, straight)
+
+    interrupted = str(tmp_path / "interrupted")
+    with monkeypatch.context() as m:
+        _crash_after(17, m)  # inside the third call's block
+        with pytest.raises(KeyboardInterrupt):
+            train_lib.train_and_evaluate(config, interrupted)
+    assert Checkpointer(os.path.join(interrupted, "checkpoints")).latest_step() == 16
+    train_lib.train_and_evaluate(config, interrupted)  # resumes at step 16: one call of 4
+
+    a, b = _params(straight, config), _params(interrupted, config)
+    assert int(a.step) == int(b.step) == 20
+    for x, y in zip(_leaves(a), _leaves(b), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_non_finite_step_is_named_inside_a_call(tmp_path):
+    npz = write_npz(str(tmp_path))
+    steps = []
+    for k in (1, 4):
+        config = tiny_config(
+            npz,
+            **{
+                "optimizer.learning_rate": 1e12,
+                "optimizer.name": "sgd",
+                "optimizer.momentum": 0.0,
+                "steps_per_dispatch": k,
+            },
+        )
+        with pytest.raises(FloatingPointError, match=r"Stopped at step (\d+)") as error:
+            train_lib.train_and_evaluate(config, str(tmp_path / f"k{k}"))
+        steps.append(int(str(error.value).split("step ")[1].split(":")[0]))
+    assert steps[0] == steps[1]
+
+
+def test_profile_steps_writes_a_trace_with_the_loop_waits_named(tmp_path):
+    config = tiny_config(write_npz(str(tmp_path)), **{"steps_per_dispatch": 2, "profile_steps": 4})
+    workdir = str(tmp_path / "run")
+    train_lib.train_and_evaluate(config, workdir)
+    traces = [
+        os.path.join(root, name)
+        for root, _, names in os.walk(os.path.join(workdir, "profile"))
+        for name in names
+        if name.endswith(".xplane.pb")
+    ]
+    assert len(traces) == 1
+    with open(traces[0], "rb") as f:
+        content = f.read()
+    assert b"wait for the metrics of the previous call" in content
+    assert b"host: the next block of batches" in content
