@@ -183,7 +183,7 @@ def train_step(
 
 
 def scan_steps(
-    step: Callable[..., tuple[TrainState, Sums]],
+    step: Callable[..., tuple[TrainState, Sums]], *, unroll: bool = False
 ) -> Callable[..., tuple[TrainState, Sums]]:
     """`step(state, batch, *args)` over a block of batches stacked on a leading axis, as one
     `lax.scan`: jit the result and one call runs as many optimiser steps as the block holds,
@@ -191,6 +191,10 @@ def scan_steps(
 
     Returns `(state, sums)`: the sums of the block's finite steps added up on the device, and
     `nonfinite`, one flag per step, so the caller still knows which step went wrong.
+
+    `unroll` writes the steps out one after the other instead of looping: XLA:CPU runs a
+    convolution inside a loop body on a slow path (jax#12868; about 6x for the seed CNN's
+    training step), so CPUs want it; compilation then takes longer with the block's length.
     """
 
     def run_block(state: TrainState, block: Batch, *args: Any) -> tuple[TrainState, Sums]:
@@ -201,7 +205,7 @@ def scan_steps(
             state, sums = body(state, jax.tree.map(lambda x: x[0], block))
             per_step = jax.tree.map(lambda x: x[None], sums)
         else:
-            state, per_step = jax.lax.scan(body, state, block)
+            state, per_step = jax.lax.scan(body, state, block, unroll=unroll)
         nonfinite = per_step.pop("nonfinite")
         finite = nonfinite == 0
         sums = {k: jnp.sum(jnp.where(finite, v, 0.0)) for k, v in per_step.items()}

@@ -80,11 +80,12 @@ def compile_steps(
     per-step batches the train step takes from a start step on.
 
     The train step runs a block of batches stacked on a leading axis (`scan_steps`): one call
-    makes as many optimiser steps as the block holds (`steps_per_dispatch`).
+    makes as many optimiser steps as the block holds (`steps_per_dispatch`), unrolled on CPUs.
     """
     state_sharding = jax.tree.map(lambda x: x.sharding, state)
     data = sharding.batch_sharding(mesh)
     block = sharding.block_sharding(mesh)
+    scan = functools.partial(scan_steps, unroll=mesh.devices.flat[0].platform == "cpu")
     replicated = sharding.replicated(mesh)
     step = functools.partial(
         train_step,
@@ -100,7 +101,7 @@ def compile_steps(
     )
     if not config.data.on_device:
         p_train = jax.jit(
-            scan_steps(step),
+            scan(step),
             in_shardings=(state_sharding, block),
             out_shardings=(state_sharding, replicated),
             donate_argnums=0,
@@ -110,7 +111,7 @@ def compile_steps(
     held = on_device.place(inputs.train_split, replicated)
     augment = get_augmentation(config.data.augment, config.data.crop_padding, xp=jnp)
     p_gather = jax.jit(
-        scan_steps(on_device.gather_then(step, inputs.normalizer, augment)),
+        scan(on_device.gather_then(step, inputs.normalizer, augment)),
         in_shardings=(state_sharding, block, replicated),
         out_shardings=(state_sharding, replicated),
         donate_argnums=0,
