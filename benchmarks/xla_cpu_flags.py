@@ -1,6 +1,6 @@
 """XLA:CPU's optional kernel libraries and fusions, measured on flaxcls's training steps.
 
-  python benchmarks/xla_cpu_flags.py [--steps 40] [--repeats 3] [--out FILE.json]
+  python benchmarks/xla_cpu_flags.py [--steps 20] [--repeats 3] [--out FILE.json]
 
 Prints a table and writes benchmarks/results/xla_cpu_flags.json unless --out says otherwise.
 Each flag set runs in a fresh process (XLA reads XLA_FLAGS once, when the backend starts) and
@@ -47,7 +47,7 @@ FLAG_SETS = {
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
     parser.add_argument("--flag-sets", nargs="+", choices=list(FLAG_SETS), default=list(FLAG_SETS))

@@ -194,7 +194,8 @@ def scan_steps(
 
     `unroll` writes the steps out one after the other instead of looping: XLA:CPU runs a
     convolution inside a loop body on a slow path (jax#12868; about 6x for the seed CNN's
-    training step), so CPUs want it; compilation then takes longer with the block's length.
+    training step), so convolutional models on CPUs want it; compilation then takes longer
+    with the block's length.
     """
 
     def run_block(state: TrainState, block: Batch, *args: Any) -> tuple[TrainState, Sums]:

@@ -80,12 +80,13 @@ def compile_steps(
     per-step batches the train step takes from a start step on.
 
     The train step runs a block of batches stacked on a leading axis (`scan_steps`): one call
-    makes as many optimiser steps as the block holds (`steps_per_dispatch`), unrolled on CPUs.
+    makes as many optimiser steps as the block holds (`steps_per_dispatch`; `unroll_blocks`
+    says how).
     """
     state_sharding = jax.tree.map(lambda x: x.sharding, state)
     data = sharding.batch_sharding(mesh)
     block = sharding.block_sharding(mesh)
-    scan = functools.partial(scan_steps, unroll=mesh.devices.flat[0].platform == "cpu")
+    scan = functools.partial(scan_steps, unroll=unroll_blocks(state, inputs, mesh))
     replicated = sharding.replicated(mesh)
     step = functools.partial(
         train_step,
@@ -122,6 +123,18 @@ def compile_steps(
         p_eval,
         functools.partial(inputs.train_indices, with_uniforms=draws_augmentation),
     )
+
+
+def unroll_blocks(state: TrainState, inputs: Input, mesh) -> bool:
+    """Whether a block's steps are written out rather than looped: on CPUs, for a model with
+    convolutions, which XLA:CPU runs on a slow path inside a loop body (jax#12868: 6x for the
+    seed CNN's training step). Other models loop: unrolling costs compile time and, past a
+    few steps, cache locality."""
+    if mesh.devices.flat[0].platform != "cpu":
+        return False
+    images = jax.ShapeDtypeStruct((1, *inputs.info.image_shape), jnp.float32)
+    forward = jax.make_jaxpr(lambda weights, x: state.apply_fn(weights, x, train=False))
+    return "conv_general_dilated" in str(forward(state.weights(), images))
 
 
 def next_block(batches: Iterator[dict[str, np.ndarray]], n: int) -> dict[str, np.ndarray]:
