@@ -77,7 +77,7 @@ def step_rate(config, steps: int) -> float:
     tx = create_optimizer(config, inputs.steps_per_epoch(), 10_000)
     state = init_state(model, tx, config.seed, inputs.info.image_shape, mesh)
     p_train, _, _ = compile_steps(config, mesh, state, inputs)
-    batch = sharding.block_to_global(next_block(inputs.train(0), 1), mesh)
+    batch = jax.device_put(next_block(inputs.train(0), 1), sharding.block_sharding(mesh))
     for _ in range(3):
         state, sums = p_train(state, batch)
     jax.block_until_ready(sums)

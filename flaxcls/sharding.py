@@ -43,16 +43,26 @@ def check_batch_size(batch_size: int, mesh: Mesh, name: str = "batch_size") -> N
         )
 
 
-def to_global(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-    """This process's rows of a batch -> global arrays sharded over the data axis."""
-    sharding = batch_sharding(mesh)
-    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
+def _from_process_local(
+    arrays: dict[str, np.ndarray], sharding: NamedSharding
+) -> dict[str, jax.Array | np.ndarray]:
+    if jax.process_count() == 1:
+        # One process holds the whole batch: a jitted step's `in_shardings` place numpy
+        # arguments themselves, in a fraction of make_array_from_process_local_data's time.
+        return arrays
+    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in arrays.items()}
 
 
-def block_to_global(block: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-    """This process's rows of a [steps, batch, ...] block -> global arrays (`block_sharding`)."""
-    sharding = block_sharding(mesh)
-    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in block.items()}
+def to_global(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array | np.ndarray]:
+    """This process's rows of a batch -> what a step jitted with `batch_sharding` takes: global
+    arrays sharded over the data axis (with one process, the numpy arrays as they are)."""
+    return _from_process_local(batch, batch_sharding(mesh))
+
+
+def block_to_global(block: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array | np.ndarray]:
+    """This process's rows of a [steps, batch, ...] block -> what a step jitted with
+    `block_sharding` takes, as `to_global`."""
+    return _from_process_local(block, block_sharding(mesh))
 
 
 def _replicated_spec(shape: tuple[int, ...], devices: int, min_size: int) -> PartitionSpec:

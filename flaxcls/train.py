@@ -29,6 +29,10 @@ from flaxcls.transfer import init_from_run
 from flaxcls.writers import MetricsLog
 
 BEST_METRICS = ("val_accuracy", "val_top5_accuracy", "val_loss")
+# The loop reads metrics once this many calls are waiting (and at every log, validation and
+# checkpoint): one host-device round trip for several calls, and a non-finite step still
+# stops the run before anything after it is saved.
+MAX_PENDING_CALLS = 8
 
 
 def setup_compilation_cache(path: str) -> None:
@@ -320,11 +324,11 @@ class TrainLoop:
 
     Each call of `p_train` runs a block of up to `steps_per_dispatch` steps; calls end at the
     multiples of that number (and at `total_steps`), and everything periodic happens at the
-    first call boundary at or after its step. A call's metrics are read after the next call
-    is dispatched, so the host never waits on the device; a non-finite loss stops the run with
-    its step number. SIGTERM saves a checkpoint at the boundary reached and raises
-    `Preempted`. With `early_stopping_patience` > 0, training ends after that many validations
-    without a better `best_metric` (`stopped_early`).
+    first call boundary at or after its step. Metrics are read a few calls late
+    (`MAX_PENDING_CALLS`), so the host does not wait on the device; a non-finite loss stops the
+    run with its step number, before anything later is saved. SIGTERM saves a checkpoint at
+    the boundary reached and raises `Preempted`. With `early_stopping_patience` > 0, training
+    ends after that many validations without a better `best_metric` (`stopped_early`).
     """
 
     def __init__(
@@ -367,7 +371,7 @@ class TrainLoop:
             return state
         batches = self.batches(step)
         self.window, self.window_start, self.window_steps = None, time.perf_counter(), 0
-        pending = None
+        self.pending: list[tuple[int, Any]] = []
         bar = tqdm.tqdm(
             total=self.total_steps,
             initial=step,
@@ -384,18 +388,17 @@ class TrainLoop:
                     block = next_block(batches, step - first)
                     block = sharding.block_to_global(block, self.mesh)
                 state, sums = self.p_train(state, block)
-                if pending is not None:
-                    self._record(*pending)
-                pending = (first, sums)
+                self.pending.append((first, sums))
+                if len(self.pending) > MAX_PENDING_CALLS:
+                    self._record(keep_last=True)
                 trace.after_call(step, state)
                 bar.update(step - first)
                 if self.preemption is not None and self.preemption.reached(step):
-                    self._record(*pending)
+                    self._record()
                     self.checkpointer.save(state)
                     raise Preempted(step, self.checkpointer.manager.directory)
                 if self._periodic(first, step):
-                    self._record(*pending)
-                    pending = None
+                    self._record()
                     self._periodic_actions(state, first, step, bar)
                     if self.stopped_early:
                         bar.write(
@@ -417,21 +420,25 @@ class TrainLoop:
             for every in (cfg.log_every_steps, self.eval_every, cfg.checkpoint_every_steps)
         )
 
-    def _record(self, first: int, sums: Any) -> None:
-        """Adds the finite steps of the call after step `first` to the window; each
-        non-finite one stops the run or is counted as skipped."""
-        with jax.profiler.TraceAnnotation("wait for the metrics of the previous call"):
-            sums = jax.device_get(sums)
-        flags = np.atleast_1d(sums.pop("nonfinite"))
-        for offset, flag in enumerate(flags, start=1):
-            if flag > 0:
-                self._nonfinite(first + offset)
-            else:
-                self.consecutive_skips = 0
-        finite_steps = int(np.sum(flags == 0))
-        if finite_steps:
-            self.window = metrics_lib.add_sums(self.window, sums)
-            self.window_steps += finite_steps
+    def _record(self, keep_last: bool = False) -> None:
+        """Reads the pending calls' sums in one transfer (all but the newest with `keep_last`,
+        so the device always has a call queued) and adds their finite steps to the window;
+        each non-finite step stops the run or is counted as skipped."""
+        ready = self.pending[:-1] if keep_last else self.pending
+        self.pending = self.pending[len(ready) :]
+        with jax.profiler.TraceAnnotation("host: wait for the metrics of earlier calls"):
+            read = jax.device_get([sums for _, sums in ready])
+        for (first, _), sums in zip(ready, read, strict=True):
+            flags = np.atleast_1d(sums.pop("nonfinite"))
+            for offset, flag in enumerate(flags, start=1):
+                if flag > 0:
+                    self._nonfinite(first + offset)
+                else:
+                    self.consecutive_skips = 0
+            finite_steps = int(np.sum(flags == 0))
+            if finite_steps:
+                self.window = metrics_lib.add_sums(self.window, sums)
+                self.window_steps += finite_steps
 
     def _nonfinite(self, step: int) -> None:
         """A NaN/Inf loss or gradient at `step`: stop, or count the skipped update."""

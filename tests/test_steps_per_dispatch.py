@@ -161,5 +161,5 @@ def test_profile_steps_writes_a_trace_with_the_loop_waits_named(tmp_path):
     assert len(traces) == 1
     with open(traces[0], "rb") as f:
         content = f.read()
-    assert b"wait for the metrics of the previous call" in content
+    assert b"host: wait for the metrics of earlier calls" in content
     assert b"host: the next block of batches" in content
