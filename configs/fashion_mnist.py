@@ -4,7 +4,8 @@
 
 Reads the original IDX files installed by `apt-get install dataset-fashion-mnist`
 (/usr/share/datasets/fashion-mnist), or tfds's `fashion_mnist` when they are absent.
-Measured: 90.66% test accuracy in 2 min 45 s on 2 CPU cores (README, "Results").
+Measured: 90.11% test accuracy in 5 min 29 s on 2 CPU cores, 1.32x the seed's Keras code's
+training images/s (README, "Results" and "Performance").
 """
 
 import ml_collections
