@@ -1,7 +1,6 @@
 """Several optimiser steps per compiled call (`steps_per_dispatch`): the same training as one
 step per call, with logging, checkpoints, resume and the non-finite rail at call boundaries."""
 
-import dataclasses
 import json
 import os
 
@@ -11,13 +10,13 @@ import numpy as np
 import optax
 import pytest
 
-from flaxcls import runs, scan_steps
+from flaxcls import scan_steps
 from flaxcls import train as train_lib
 from flaxcls.checkpoint import Checkpointer
 from flaxcls.models import get_model
 from flaxcls.steps import create_train_state, train_step
 from tests.helpers import tiny_config, write_npz
-from tests.test_train import _params
+from tests.test_train import _crash_after, _params
 
 # 60 training examples in batches of 16: 3 steps an epoch, so validation every 3 steps, logs
 # every 4 and 20 steps in all: calls of 8 cross every kind of boundary and end on a short one.
@@ -86,24 +85,6 @@ def test_eight_steps_per_call_train_as_one(tmp_path, on_device):
     k1_train = [m for m in _metrics(workdirs[1]) if "train_loss" in m]
     k8_train = [m for m in _metrics(workdirs[8]) if "train_loss" in m]
     assert len(k8_train) == 3 and len(k1_train) > len(k8_train)
-
-
-def _crash_after(n_batches, monkeypatch):
-    """The training iterator dies after `n_batches`, as a killed process would."""
-    real_build_input = runs.build_input
-
-    def build_input_that_crashes(*args, **kwargs):
-        inputs = real_build_input(*args, **kwargs)
-
-        def train(start_step):
-            it = inputs.train(start_step)
-            for _ in range(n_batches):
-                yield next(it)
-            raise KeyboardInterrupt("simulated preemption")
-
-        return dataclasses.replace(inputs, train=train)
-
-    monkeypatch.setattr(runs, "build_input", build_input_that_crashes)
 
 
 def test_resumed_eight_step_calls_equal_an_uninterrupted_run(tmp_path, monkeypatch):
