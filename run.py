@@ -100,7 +100,7 @@ def main(argv: list[str]) -> None:
     from flaxcls import distributed
     from flaxcls.checkpoint import CheckpointError
     from flaxcls.data import DatasetNotPreparedError
-    from flaxcls.errors import ConfigError
+    from flaxcls.errors import ConfigError, TrainingStopped
     from flaxcls.preemption import Preempted
     from flaxcls.train import train_and_evaluate  # heavy imports after flags are checked
 
@@ -130,7 +130,8 @@ def main(argv: list[str]) -> None:
         ConfigError,
         CheckpointError,
         DatasetNotPreparedError,
-        FileNotFoundError,
+        TrainingStopped,
+        OSError,  # a missing file, a read-only directory, a full disk
     ) as e:  # what to fix, not a traceback
         sys.exit(f"error: {e}")
     except Preempted as e:  # a clean stop: the scheduler restarts the same command

@@ -1,5 +1,11 @@
-"""Errors that mean "fix the config or the data", which run.py prints as one line."""
+"""Errors that mean "fix the config or the data", or "the run stopped on purpose", which run.py
+prints as one line."""
 
 
 class ConfigError(ValueError):
     """A config value or an input file that flaxcls cannot use; the message says what to change."""
+
+
+class TrainingStopped(RuntimeError):
+    """Training stopped itself (a non-finite or diverging loss); the message names the step, the
+    checkpoint kept and what to try."""
