@@ -102,6 +102,9 @@ def get_config() -> ml_collections.ConfigDict:
         "stop"  # stop | skip: a NaN/Inf loss or gradient stops, or its update is skipped
     )
     config.max_consecutive_skips = 10  # skip: stop after this many non-finite steps in a row
+    # > 0: stop where a step's training loss exceeds this many times its running level (or the
+    # chance loss log(num_classes), whichever is higher); 0 turns the rail off.
+    config.divergence_factor = 100.0
     config.on_save_error = "stop"  # stop | continue: a failed save (disk full) stops or warns
     config.best_metric = "val_accuracy"  # val_accuracy | val_top5_accuracy | val_loss
     config.early_stopping_patience = 0  # > 0: stop after this many validations without gain

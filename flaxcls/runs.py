@@ -113,7 +113,8 @@ class LoadedRun:
 
 def load_run(workdir: str, checkpoint: str = "best", mesh=None) -> LoadedRun:
     """A run's config, data and restored state: its best checkpoint by the tracked validation
-    metric (the latest when it never validated), or its latest."""
+    metric (the latest when it never validated), or its latest; where that one is damaged, the
+    newest intact one (with a warning that names both)."""
     if checkpoint not in ("best", "latest"):
         raise ConfigError(f"--checkpoint={checkpoint!r}; choose best or latest.")
     config = load_run_config(workdir)
@@ -123,13 +124,12 @@ def load_run(workdir: str, checkpoint: str = "best", mesh=None) -> LoadedRun:
         os.path.join(workdir, "checkpoints"), best_metric=config.get("best_metric", "val_accuracy")
     )
     try:
-        step = checkpointer.best_step() if checkpoint == "best" else None
-        step = step if step is not None else checkpointer.latest_step()
-        if step is None:
+        if checkpointer.latest_step() is None:
             raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints to evaluate.")
-        state = checkpointer.restore(state, step)
+        restored = checkpointer.restore(state, prefer=checkpoint)
     finally:
         checkpointer.close()
+    state, step = restored.state, restored.step
     return LoadedRun(workdir, config, inputs, state, step)
 
 

@@ -190,7 +190,8 @@ def scan_steps(
     with no host round trip between them.
 
     Returns `(state, sums)`: the sums of the block's finite steps added up on the device, and
-    `nonfinite`, one flag per step, so the caller still knows which step went wrong.
+    per step `nonfinite` (a flag) and `step_loss` (the batch's mean loss), so the caller still
+    knows which step went wrong.
 
     `unroll` writes the steps out one after the other instead of looping: XLA:CPU runs a
     convolution inside a loop body on a slow path (jax#12868; about 6x for the seed CNN's
@@ -211,6 +212,7 @@ def scan_steps(
         finite = nonfinite == 0
         sums = {k: jnp.sum(jnp.where(finite, v, 0.0)) for k, v in per_step.items()}
         sums["nonfinite"] = nonfinite
+        sums["step_loss"] = per_step["loss"] / jnp.maximum(per_step["count"], 1.0)
         return state, sums
 
     return run_block

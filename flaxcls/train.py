@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -16,11 +17,12 @@ import tqdm
 
 from flaxcls import metrics as metrics_lib
 from flaxcls import sharding
-from flaxcls.checkpoint import SAVE_ERROR_MODES, Checkpointer
+from flaxcls.checkpoint import SAVE_ERROR_MODES, Checkpointer, describe
 from flaxcls.data import Input, on_device
 from flaxcls.data.augment import get_augmentation
 from flaxcls.data.in_step import build_step_augment
 from flaxcls.errors import ConfigError
+from flaxcls.loss_guard import LossGuard
 from flaxcls.models.whitening import patch_whitening_kernel
 from flaxcls.preemption import Preempted, PreemptionWatcher
 from flaxcls.runs import build_run
@@ -215,12 +217,17 @@ def starting_state(
     return state
 
 
-def _stopped_at(stop_file: str, total_steps: int) -> int:
-    """A restart of a run that stopped early stays stopped."""
-    if not os.path.isfile(stop_file):
-        return total_steps
-    with open(stop_file, encoding="utf-8") as f:
-        return min(total_steps, json.load(f)["step"])
+def check_workdir(workdir: str) -> None:
+    """A workdir that cannot be written fails now, in one line, not at the first save."""
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=workdir, prefix=".writable-"):
+            pass
+    except OSError as e:
+        raise ConfigError(
+            f"--workdir {workdir} cannot be written ({describe(e)}): fix its permissions or "
+            "choose another directory."
+        ) from None
 
 
 def train_and_evaluate(config: Any, workdir: str) -> dict[str, float]:
@@ -231,7 +238,7 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, float]:
     setup_compilation_cache(config.compilation_cache_dir)
     check_loop_options(config)
     is_main = jax.process_index() == 0
-    os.makedirs(workdir, exist_ok=True)
+    check_workdir(workdir)
     mesh = sharding.make_mesh()
     sharding.check_batch_size(config.batch_size, mesh)
     sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
@@ -243,12 +250,13 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, float]:
         best_metric=config.best_metric,
         on_save_error=config.on_save_error,
     )
-    stop_file = os.path.join(workdir, "early_stopped.json")
-    total_steps = _stopped_at(stop_file, total_steps)
+    checkpointer.check_writable()
+    loop_state: dict[str, Any] = {}
     if checkpointer.latest_step() is not None:
-        state = checkpointer.restore(state)
+        restored = checkpointer.restore(state)
+        state, loop_state = restored.state, restored.loop
         if is_main:
-            print(f"resuming from step {int(jax.device_get(state.step))}", flush=True)
+            print(f"resuming from step {restored.step}", flush=True)
     if is_main:
         _save_json(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
         _save_json(os.path.join(workdir, "classes.json"), list(inputs.info.class_names))
@@ -268,10 +276,9 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, float]:
         preemption,
         profile_dir=os.path.join(workdir, "profile"),
     )
+    loop.load_state_dict(loop_state)
     try:
         state = loop.run(state)
-        if loop.stopped_early and is_main:
-            _save_json(stop_file, {"step": int(jax.device_get(state.step))})
         test = evaluate(p_eval, state, inputs, "test", mesh)
     finally:
         preemption.close()
@@ -355,10 +362,37 @@ class TrainLoop:
         steps_per_epoch = inputs.steps_per_epoch()
         self.eval_every = max(1, int(round(config.eval_every_epochs * steps_per_epoch)))
         self.is_main = jax.process_index() == 0
-        self.skipped_steps = self.consecutive_skips = 0
+        self.guard = LossGuard(
+            nonfinite=config.nonfinite,
+            max_consecutive_skips=config.max_consecutive_skips,
+            divergence_factor=config.divergence_factor,
+            num_classes=inputs.info.num_classes,
+            kept=self._kept,
+        )
         self.best_value: float | None = None
         self.validations_without_gain = 0
         self.stopped_early = False
+
+    def state_dict(self) -> dict[str, Any]:
+        """The loop's own state, saved in each checkpoint so a resumed run continues exactly."""
+        return {
+            "best_value": self.best_value,
+            "validations_without_gain": self.validations_without_gain,
+            "stopped_early": self.stopped_early,
+            **self.guard.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best_value = state.get("best_value")
+        self.validations_without_gain = int(state.get("validations_without_gain", 0))
+        self.stopped_early = bool(state.get("stopped_early", False))
+        self.guard.load_state_dict(state)
+
+    def _kept(self) -> str:
+        latest = self.checkpointer.latest_step()
+        if latest is None:
+            return f"no checkpoint was saved yet in {self.checkpointer.directory}"
+        return f"the last good checkpoint, step {latest}, is kept in {self.checkpointer.directory}"
 
     def _call_end(self, step: int) -> int:
         """Where the call starting after `step` ends: the next multiple of steps_per_dispatch."""
@@ -367,7 +401,7 @@ class TrainLoop:
 
     def run(self, state: TrainState) -> TrainState:
         step = int(jax.device_get(state.step))
-        if step >= self.total_steps:
+        if step >= self.total_steps or self.stopped_early:
             return state
         batches = self.batches(step)
         self.window, self.window_start, self.window_steps = None, time.perf_counter(), 0
@@ -395,7 +429,7 @@ class TrainLoop:
                 bar.update(step - first)
                 if self.preemption is not None and self.preemption.reached(step):
                     self._record()
-                    self.checkpointer.save(state)
+                    self.checkpointer.save(state, loop=self.state_dict())
                     raise Preempted(step, self.checkpointer.manager.directory)
                 if self._periodic(first, step):
                     self._record()
@@ -423,40 +457,20 @@ class TrainLoop:
     def _record(self, keep_last: bool = False) -> None:
         """Reads the pending calls' sums in one transfer (all but the newest with `keep_last`,
         so the device always has a call queued) and adds their finite steps to the window;
-        each non-finite step stops the run or is counted as skipped."""
+        each step's loss goes past the guard, which stops the run where it must."""
         ready = self.pending[:-1] if keep_last else self.pending
         self.pending = self.pending[len(ready) :]
         with jax.profiler.TraceAnnotation("host: wait for the metrics of earlier calls"):
             read = jax.device_get([sums for _, sums in ready])
         for (first, _), sums in zip(ready, read, strict=True):
             flags = np.atleast_1d(sums.pop("nonfinite"))
-            for offset, flag in enumerate(flags, start=1):
-                if flag > 0:
-                    self._nonfinite(first + offset)
-                else:
-                    self.consecutive_skips = 0
+            losses = np.atleast_1d(sums.pop("step_loss"))
+            for offset, (flag, loss) in enumerate(zip(flags, losses, strict=True), start=1):
+                self.guard.observe(first + offset, bool(flag > 0), float(loss))
             finite_steps = int(np.sum(flags == 0))
             if finite_steps:
                 self.window = metrics_lib.add_sums(self.window, sums)
                 self.window_steps += finite_steps
-
-    def _nonfinite(self, step: int) -> None:
-        """A NaN/Inf loss or gradient at `step`: stop, or count the skipped update."""
-        cfg = self.config
-        self.skipped_steps += 1
-        self.consecutive_skips += 1
-        if cfg.nonfinite == "skip" and self.consecutive_skips <= cfg.max_consecutive_skips:
-            return
-        why = (
-            f"{self.consecutive_skips} non-finite steps in a row (max_consecutive_skips)"
-            if cfg.nonfinite == "skip"
-            else "a non-finite training loss or gradient"
-        )
-        raise FloatingPointError(
-            f"Stopped at step {step}: {why}; the last good checkpoint is kept in "
-            f"{self.checkpointer.directory}. Lower the learning rate, clip gradients "
-            "(--config.optimizer.grad_clip_norm), or skip such updates (--config.nonfinite=skip)."
-        )
 
     def _periodic_actions(self, state: TrainState, first: int, step: int, bar) -> None:
         validate = self._due(first, step, self.eval_every)
@@ -470,9 +484,9 @@ class TrainLoop:
             if val:
                 metrics = {f"val_{k}": val[k] for k in ("loss", "accuracy", "top5_accuracy")}
                 self._track_best(metrics[self.config.best_metric])
-            self.checkpointer.save(state, metrics)
+            self.checkpointer.save(state, metrics, loop=self.state_dict())
         elif self._due(first, step, self.config.checkpoint_every_steps):
-            self.checkpointer.save(state)
+            self.checkpointer.save(state, loop=self.state_dict())
         self.window_start = time.perf_counter()  # throughput leaves validation and saves out
 
     def _track_best(self, value: float) -> None:
@@ -504,7 +518,7 @@ class TrainLoop:
             "train_accuracy": train["accuracy"],
             "images_per_sec": self.window_steps * self.config.batch_size / max(elapsed, 1e-9),
             "epoch": step / self.inputs.steps_per_epoch(),
-            "skipped_steps": self.skipped_steps,
+            "skipped_steps": self.guard.skipped_steps,
         }
         self.log.write_scalars(step, scalars)
         bar.set_postfix(

@@ -26,7 +26,7 @@ def test_round_trip_restores_every_leaf(tmp_path):
     checkpointer.close()
 
     target = _state(1)  # different values, same structure
-    restored = Checkpointer(str(tmp_path)).restore(target)
+    restored = Checkpointer(str(tmp_path)).restore(target).state
     assert int(restored.step) == 7
     _assert_trees_equal(
         (restored.params, restored.batch_stats, restored.opt_state, restored.rng),

@@ -14,6 +14,7 @@ import pytest
 from flaxcls import steps as steps_lib
 from flaxcls import train as train_lib
 from flaxcls.checkpoint import CheckpointError
+from flaxcls.errors import TrainingStopped
 from flaxcls.data import pipeline
 from flaxcls.models import get_model
 from tests.helpers import tiny_config, write_npz
@@ -89,7 +90,7 @@ def test_no_usable_checkpoint_is_a_clear_error(tmp_path):
     config, workdir = _trained(tmp_path, keep_checkpoints=1)
     for step in finished_steps(workdir):
         os.remove(_largest_file(os.path.join(workdir, "checkpoints", str(step))))
-    with pytest.raises(CheckpointError, match="no usable checkpoint.*Delete the directory"):
+    with pytest.raises(CheckpointError, match="no usable checkpoint.*Moved aside, not deleted"):
         _params(workdir, config)
 
 
@@ -140,7 +141,7 @@ def test_nan_stops_at_its_step_and_keeps_finite_checkpoints(tmp_path):
             "checkpoint_every_steps": 1,
         },
     )
-    with pytest.raises(FloatingPointError, match=r"Stopped at step (\d+)"):
+    with pytest.raises(TrainingStopped, match=r"stopped at step (\d+)"):
         train_lib.train_and_evaluate(config, str(tmp_path / "run"))
     saved = _params(str(tmp_path / "run"), config)
     assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(saved.params))

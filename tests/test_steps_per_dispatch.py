@@ -13,6 +13,7 @@ import pytest
 from flaxcls import scan_steps
 from flaxcls import train as train_lib
 from flaxcls.checkpoint import Checkpointer
+from flaxcls.errors import TrainingStopped
 from flaxcls.models import get_model
 from flaxcls.steps import create_train_state, train_step
 from tests.helpers import tiny_config, write_npz
@@ -123,7 +124,7 @@ def test_non_finite_step_is_named_inside_a_call(tmp_path):
                 "steps_per_dispatch": k,
             },
         )
-        with pytest.raises(FloatingPointError, match=r"Stopped at step (\d+)") as error:
+        with pytest.raises(TrainingStopped, match=r"stopped at step (\d+)") as error:
             train_lib.train_and_evaluate(config, str(tmp_path / f"k{k}"))
         steps.append(int(str(error.value).split("step ")[1].split(":")[0]))
     assert steps[0] == steps[1]
