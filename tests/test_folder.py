@@ -1,6 +1,10 @@
 """Image-folder datasets: formats and modes, stratified stable splits, clear errors."""
 
+import contextlib
 import os
+import stat
+import threading
+import time
 import warnings
 
 import numpy as np
@@ -8,7 +12,7 @@ import pytest
 from PIL import Image
 
 from configs import default
-from flaxcls.data.folder import CorruptImageError, load_folder, stratified_split
+from flaxcls.data.folder import CorruptImageError, decode_image, load_folder, stratified_split
 from flaxcls.data.sources import load_splits
 from flaxcls.errors import ConfigError
 
@@ -141,3 +145,213 @@ def test_decompression_bomb_is_refused_before_decoding(tmp_path, monkeypatch):
     monkeypatch.setattr(folder_lib, "MAX_IMAGE_PIXELS", 200 * 200)
     with pytest.raises(CorruptImageError, match="huge.png.*decompression bomb"):
         load_folder(_config(root, validation_fraction=0.0, test_fraction=0.25))
+
+
+def _write_image(path, image, **save_options):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    image.save(path, **save_options)
+
+
+def _load_guarded(function, fifos, timeout=20.0):
+    """`function()`'s result or exception, run in a thread: a test fails instead of hanging when
+    the code under test blocks on a named pipe, which is then opened for writing to release it."""
+    outcome = {}
+
+    def run():
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                outcome["value"] = function()
+            outcome["warnings"] = [str(w.message) for w in caught]
+        except Exception as e:  # noqa: BLE001 - handed to the test
+            outcome["error"] = e
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    hung = thread.is_alive()
+    deadline = time.monotonic() + 10
+    while thread.is_alive() and time.monotonic() < deadline:
+        for fifo in fifos:
+            with contextlib.suppress(OSError):  # no reader waiting: nothing to release
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(0.05)
+    assert not hung, "loading blocked on a named pipe"
+    return outcome
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_special_files_are_skipped_with_a_warning_naming_them(tmp_path):
+    root = _make_folder(tmp_path / "data", classes=("cat", "dog"), per_class=5)
+    pipe, sock = root / "cat" / "pipe.png", root / "dog" / "sock.jpg"
+    os.mkfifo(pipe)
+    os.mknod(sock, stat.S_IFSOCK | 0o600)
+    os.mkdir(root / "dog" / "folder.png")
+    os.symlink(root / "cat" / "00.png", root / "dog" / "link.png")  # a link to a file is fine
+    if os.path.exists("/dev/zero"):
+        os.symlink("/dev/zero", root / "cat" / "zero.jpg")
+    outcome = _load_guarded(lambda: load_folder(_config(root)), [pipe])
+    assert "error" not in outcome, outcome.get("error")
+    folder = outcome["value"]
+    assert sum(len(labels) for _, labels in folder.splits.values()) == 11
+    message = next(w for w in outcome["warnings"] if "not regular files" in w)
+    assert f"{pipe} (named pipe)" in message and f"{sock} (socket)" in message
+    assert "folder.png (folder)" in message
+    assert {str(pipe), str(sock)} <= set(folder.skipped)
+    if os.path.exists("/dev/zero"):
+        assert "zero.jpg (character device)" in message
+    outcome = _load_guarded(lambda: decode_image(str(pipe), 8, 3), [pipe])
+    assert "named pipe, not a regular file" in str(outcome.get("error"))
+
+
+def test_16_bit_and_float_images_scale_to_8_bits(tmp_path):
+    ramp = np.linspace(0, 1, 64)
+    expected = np.round(ramp * 255)
+    Image.fromarray(np.tile(np.round(ramp * 65535).astype(np.uint16), (4, 1))).save(
+        tmp_path / "g16.png"
+    )
+    with Image.open(tmp_path / "g16.png") as image:
+        assert image.mode.startswith("I;16")
+    Image.fromarray(np.tile(ramp.astype(np.float32), (4, 1))).save(tmp_path / "unit.tif")
+    wide = np.linspace(-50, 300, 64)
+    Image.fromarray(np.tile(wide.astype(np.float32), (4, 1))).save(tmp_path / "wide.tif")
+    for name, want in [("g16.png", expected), ("unit.tif", expected)]:
+        got = decode_image(str(tmp_path / name), (4, 64), 1)[..., 0].astype(int)
+        assert np.abs(got - want).max() <= 1, name
+    got = decode_image(str(tmp_path / "wide.tif"), (4, 64), 1)[..., 0].astype(int)
+    assert np.abs(got - np.clip(np.round(wide), 0, 255)).max() <= 1
+    nan = np.tile(ramp.astype(np.float32), (4, 1))
+    nan[0, 0] = np.nan
+    Image.fromarray(nan).save(tmp_path / "nan.tif")
+    with pytest.raises(ValueError, match="NaN"):
+        decode_image(str(tmp_path / "nan.tif"), (4, 64), 1)
+    # a folder of 16-bit images: grayscale, with each class's brightness
+    for c, level in enumerate((0.25, 0.75)):
+        for i in range(5):
+            pixels = np.full((10, 12), int(level * 65535), np.uint16)
+            _write_image(tmp_path / "data" / f"c{c}" / f"{i}.png", Image.fromarray(pixels))
+    folder = load_folder(_config(tmp_path / "data"))
+    images, labels = folder.splits["train"]
+    assert images.shape[-1] == 1
+    for c, level in enumerate((0.25, 0.75)):
+        assert abs(images[labels == c].mean() - level * 255) <= 1
+
+
+def test_transparency_bilevel_and_cielab_images(tmp_path):
+    indices = np.zeros((4, 8), np.uint8)
+    indices[:, 4:] = 1
+    palette = Image.fromarray(indices, "P")
+    palette.putpalette([255, 0, 0, 0, 0, 255])
+    palette.save(tmp_path / "palette.png", transparency=0)  # red is transparent
+    got = decode_image(str(tmp_path / "palette.png"), (4, 8), 3)
+    assert (got[:, :4] == 255).all() and (got[:, 4:] == (0, 0, 255)).all()
+    gray = np.full((4, 8), 10, np.uint8)
+    gray[:, 4:] = 100
+    Image.fromarray(gray, "L").save(tmp_path / "key.png", transparency=10)  # 10 is transparent
+    got = decode_image(str(tmp_path / "key.png"), (4, 8), 1)[..., 0]
+    assert (got[:, :4] == 255).all() and (got[:, 4:] == 100).all()
+    bits = Image.fromarray(np.tile([True, False], (4, 4)))
+    bits.save(tmp_path / "bits.png")
+    assert set(np.unique(decode_image(str(tmp_path / "bits.png"), (4, 8), 3))) == {0, 255}
+    Image.new("LAB", (4, 4), (50, 0, 0)).save(tmp_path / "lab.tif")
+    with pytest.raises(ValueError, match="image mode 'LAB' has no faithful conversion"):
+        decode_image(str(tmp_path / "lab.tif"), 4, 3)
+
+
+def _smooth_rgb(width, height):
+    x = np.linspace(0, 1, width, dtype=np.float32)[None, :]
+    y = np.linspace(0, 1, height, dtype=np.float32)[:, None]
+    channels = [
+        128 + 100 * np.sin(2 * np.pi * x) + 0 * y,
+        128 + 100 * np.cos(3 * np.pi * y) + 0 * x,
+        255 * (x + y) / 2,
+    ]
+    return np.stack(channels, -1).astype(np.uint8)
+
+
+def test_large_images_decode_reduced_like_a_plain_resize(tmp_path):
+    from flaxcls.data import folder as folder_lib
+
+    pixels = _smooth_rgb(4000, 3000)
+    Image.fromarray(pixels).save(tmp_path / "big.jpg", quality=90)
+    Image.fromarray(pixels[::3, ::3]).save(tmp_path / "big.png")
+    with Image.open(tmp_path / "big.jpg") as image:  # JPEG: decoded at 1/8 scale
+        assert folder_lib._draft(image, 16, 16) == (500, 375)
+    with Image.open(tmp_path / "big.png") as image:  # PNG: at full size, reduced afterwards
+        assert folder_lib._draft(image, 16, 16) == (1334, 1000)
+    for name in ("big.jpg", "big.png"):
+        for height, width in ((16, 16), (12, 40)):
+            got = decode_image(str(tmp_path / name), (height, width), 3).astype(int)
+            with Image.open(tmp_path / name) as image:
+                plain = image.convert("RGB").resize((width, height), Image.Resampling.BILINEAR)
+            # on a smooth image the reduced decode is within JPEG noise of a full-size resize
+            assert got.shape == (height, width, 3)
+            assert np.abs(got - np.asarray(plain, int)).max() <= 4, (name, height, width)
+
+
+def test_decoding_holds_a_bounded_number_of_pixels_at_once(monkeypatch):
+    from flaxcls.data import folder as folder_lib
+
+    monkeypatch.setattr(folder_lib, "MAX_IMAGE_PIXELS", 100)
+    budget = folder_lib._PixelBudget()
+    second_in = threading.Event()
+
+    def second():
+        with budget.hold(50):
+            second_in.set()
+
+    with budget.hold(80):
+        thread = threading.Thread(target=second, daemon=True)
+        thread.start()
+        assert not second_in.wait(0.2)  # 80 + 50 is over the budget: it waits
+    assert second_in.wait(5)
+    thread.join(5)
+    with budget.hold(500):  # one image over the budget still decodes, alone
+        pass
+
+
+def test_one_class_folder_is_an_error(tmp_path):
+    root = _make_folder(tmp_path / "data", classes=("cat",))
+    with pytest.raises(ConfigError, match="at least two class folders are needed.*: cat"):
+        load_folder(_config(root))
+    nested = _make_folder(tmp_path / "outer" / "images", classes=("cat", "dog"), per_class=5)
+    with pytest.raises(ConfigError, match=f"has one: images. If {nested} holds the class"):
+        load_folder(_config(tmp_path / "outer"))
+
+
+def test_class_folder_without_image_files_says_what_it_holds(tmp_path):
+    root = _make_folder(tmp_path / "data", classes=("cat", "dog"), per_class=5)
+    (root / "owl" / "2019").mkdir(parents=True)
+    (root / "owl" / "notes.txt").write_text("owls")
+    _write(str(root / "owl" / "2019" / "00.png"), "RGB", (8, 8), 100)
+    with pytest.raises(ConfigError, match="without image files") as error:
+        load_folder(_config(root))
+    assert f"{root / 'owl'} (holds 2019/, notes.txt)" in str(error.value)
+
+
+def test_class_with_only_unreadable_files_is_an_error(tmp_path):
+    root = _make_folder(tmp_path / "data", per_class=5)
+    for path in (root / "dog").iterdir():
+        path.write_bytes(b"not an image")
+    with pytest.raises(CorruptImageError, match="dog/00"):
+        load_folder(_config(root))
+    with pytest.warns(UserWarning, match="unreadable"):
+        with pytest.raises(ConfigError, match=r"class 'dog' \(.*dog\) has no readable images"):
+            load_folder(_config(root, skip_corrupt=True))
+
+
+def test_class_without_training_examples_is_an_error(tmp_path):
+    for split in ("train", "val", "test"):
+        for c in ("a", "b"):
+            for i in range(3):
+                _write(str(tmp_path / split / c / f"{i}.png"), "RGB", (8, 8), 100)
+    for path in (tmp_path / "train" / "b").iterdir():
+        path.write_bytes(b"not an image")
+    with pytest.warns(UserWarning, match="unreadable"):
+        with pytest.raises(ConfigError, match=r"class 'b' \(.*train/b\) has no training examples"):
+            load_folder(_config(tmp_path, skip_corrupt=True))
+    for i in range(3):
+        _write(str(tmp_path / "train" / "b" / f"{i}.png"), "RGB", (8, 8), 100)
+        _write(str(tmp_path / "val" / "c" / f"{i}.png"), "RGB", (8, 8), 100)
+    with pytest.raises(ConfigError, match="with no training examples: .*val/c"):
+        load_folder(_config(tmp_path))
