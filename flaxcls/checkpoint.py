@@ -267,7 +267,7 @@ class Checkpointer:
         could fail the next one."""
         legacy = not os.path.isdir(os.path.join(self.directory, str(step), ITEMS[0]))
         legacy = legacy and os.path.isdir(os.path.join(self.directory, str(step), LEGACY_ITEM))
-        options = ocp.CheckpointManagerOptions(read_only=True, create=False)
+        options = ocp.CheckpointManagerOptions(create=False)
         if legacy:
             with ocp.CheckpointManager(self.directory, options=options) as manager:
                 return manager.restore(step, args=ocp.args.StandardRestore(abstract)), {}

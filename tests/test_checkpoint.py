@@ -1,6 +1,7 @@
 import jax
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 
 from flaxcls import create_train_state, get_model
 from flaxcls.checkpoint import Checkpointer
@@ -43,3 +44,18 @@ def test_keeps_latest_and_best(tmp_path):
     assert checkpointer.best_step() == 2
     assert sorted(checkpointer.manager.all_steps()) == [2, 4, 5]
     checkpointer.close()
+
+
+def test_loop_state_round_trips_and_older_checkpoints_still_restore(tmp_path):
+    older = _state(0).replace(step=3)
+    with ocp.CheckpointManager(str(tmp_path)) as manager:  # the state alone, as runs once saved
+        manager.save(3, args=ocp.args.StandardSave(older))
+    checkpointer = Checkpointer(str(tmp_path))
+    restored = checkpointer.restore(_state(1))
+    assert (restored.step, restored.loop) == (3, {})
+    _assert_trees_equal(restored.state.params, older.params)
+    loop = {"best_value": 0.25, "validations_without_gain": 2, "loss_level": None}
+    checkpointer.save(restored.state.replace(step=4), loop=loop)
+    checkpointer.close()
+    again = Checkpointer(str(tmp_path)).restore(_state(1))
+    assert (again.step, again.loop) == (4, loop)
