@@ -12,12 +12,14 @@ run the same command with `--distributed` (TPU VM, SLURM) or with an explicit co
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import sys
+import traceback
 
 from absl import app, flags, logging
-from ml_collections import config_flags
+from ml_collections import ConfigDict, config_flags
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -58,11 +60,61 @@ def parse_flags(argv: list[str]) -> list[str]:
     if config_path is not None and not os.path.isfile(config_path.split(":")[0]):
         sys.exit(f"error: config file {config_path!r} does not exist.")
     try:
-        return FLAGS(argv)
-    except (AttributeError, KeyError) as e:  # a typo'd --config.key under lock_config
-        sys.exit(f"error: {_unknown_key_message(str(e))}")
-    except flags.Error as e:
-        sys.exit(f"error: {e}")
+        remaining = FLAGS(argv)
+    except Exception as e:  # noqa: BLE001 - the config file's own error may be of any type
+        _exit_if_config_file_fails(config_path)
+        if isinstance(e, (AttributeError, KeyError)):  # a typo'd --config.key under lock_config
+            sys.exit(f"error: {_unknown_key_message(str(e))}")
+        if isinstance(e, flags.Error):
+            sys.exit(f"error: {e}")
+        raise
+    if config_path is not None and not isinstance(FLAGS.config, ConfigDict):
+        _exit_if_config_file_fails(config_path)
+        sys.exit(f"error: config file {config_path}: get_config() gave no ConfigDict.")
+    return remaining
+
+
+def _exit_if_config_file_fails(config_path: str | None) -> None:
+    """ml_collections loads the config file while flags are parsed and lets its errors through
+    as tracebacks (or as a misleading unknown-key error); loading it again says why in a line."""
+    problem = config_path and config_file_problem(config_path)
+    if problem:
+        sys.exit(f"error: config file {config_path.split(':')[0]}: {problem}")
+
+
+def config_file_problem(spec: str) -> str | None:
+    """Why the config file `spec` ("file.py", or "file.py:arg" for get_config(arg)) gives no
+    ConfigDict, in one line; None when it gives one."""
+    path, *args = spec.split(":", 1)
+    try:
+        module_spec = importlib.util.spec_from_file_location("flaxcls_config_file", path)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+        get_config = getattr(module, "get_config", None)
+        if not callable(get_config):
+            return "it defines no get_config() function."
+        config = get_config(*args)
+    except SyntaxError as e:
+        where = "" if os.path.abspath(e.filename or "") == os.path.abspath(path) else e.filename
+        return f"{where} line {e.lineno}: {type(e).__name__}: {e.msg}".strip()
+    except Exception as e:  # noqa: BLE001 - whatever the file raises is the message
+        return f"{_line_in(path, e)}{type(e).__name__}: {_first_line(e)}"
+    if not isinstance(config, ConfigDict):
+        what = "None" if config is None else f"a {type(config).__name__}"
+        return f"get_config() returned {what}, not an ml_collections.ConfigDict."
+    return None
+
+
+def _line_in(path: str, error: BaseException) -> str:
+    """The "line N: " of the innermost traceback frame in the file at `path`, if any."""
+    frames = traceback.extract_tb(error.__traceback__)
+    lines = [f.lineno for f in frames if os.path.abspath(f.filename) == os.path.abspath(path)]
+    return f"line {lines[-1]}: " if lines else ""
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else ""
 
 
 def _unknown_key_message(text: str) -> str:
@@ -94,6 +146,14 @@ def main(argv: list[str]) -> None:
         raise app.UsageError("--config is required, e.g. --config configs/fashion_mnist.py")
     if FLAGS.mode != "train" and not FLAGS.workdir:
         raise app.UsageError(f"--mode={FLAGS.mode} needs --workdir, the run to use")
+    workdir = FLAGS.workdir or os.path.join(
+        "runs", os.path.splitext(os.path.basename(_config_path(sys.argv) or "run"))[0]
+    )
+    directories = [("--workdir", workdir)] + [("--ensemble", run) for run in FLAGS.ensemble]
+    for flag, directory in directories:
+        problem = workdir_problem(directory, FLAGS.mode, flag)
+        if problem:
+            sys.exit(f"error: {problem}")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if not FLAGS["verbosity"].present:  # orbax and tfds log every file operation at INFO
         logging.set_verbosity(logging.WARNING)
@@ -110,9 +170,6 @@ def main(argv: list[str]) -> None:
         except ConfigError as e:
             sys.exit(f"error: {e}")
 
-    workdir = FLAGS.workdir or os.path.join(
-        "runs", os.path.splitext(os.path.basename(_config_path(sys.argv) or "run"))[0]
-    )
     try:
         if FLAGS.mode == "evaluate":
             from flaxcls.evaluate import evaluate_run
@@ -138,6 +195,27 @@ def main(argv: list[str]) -> None:
         print(e, file=sys.stderr)
 
 
+def workdir_problem(directory: str, mode: str, flag: str = "--workdir") -> str | None:
+    """Why `directory` cannot serve --mode=`mode`, in one line, or None: checked before the
+    heavy imports, so a wrong path costs no time."""
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        return f"{flag} {directory} is a file, not a directory."
+    if mode == "train":
+        return None
+    needs = f"--mode={mode} needs the directory of a trained run"
+    if not os.path.isdir(directory):
+        return f"{flag} {directory} does not exist; {needs}."
+    if not os.path.isfile(os.path.join(directory, "config.json")):
+        return f"{flag} {directory} is not a flaxcls run (it has no config.json); {needs}."
+    checkpoints = os.path.join(directory, "checkpoints")
+    if not os.path.isdir(checkpoints) or not os.listdir(checkpoints):
+        return (
+            f"{flag} {directory} has no checkpoint yet; train it first: "
+            f"python run.py --config CONFIG --workdir {directory}"
+        )
+    return None
+
+
 def _export(workdir: str) -> None:
     from flaxcls.export import FORMATS, export_run
 
@@ -153,12 +231,26 @@ def _export(workdir: str) -> None:
 
 
 def _predict(workdir: str, paths: list[str]) -> None:
-    from flaxcls.predict import format_result, predict_files
+    from flaxcls.data.folder import IMAGE_EXTENSIONS
+    from flaxcls.predict import expand_paths, format_result, predict_files
 
-    results = predict_files(workdir, paths, top_k=FLAGS.top_k, checkpoint=FLAGS.checkpoint)
+    files = expand_paths(paths)
+    if not files:
+        sys.exit(
+            f"error: no image files in {', '.join(paths)} (looked for "
+            f"{', '.join(IMAGE_EXTENSIONS)}); nothing to predict."
+        )
+    results = predict_files(workdir, files, top_k=FLAGS.top_k, checkpoint=FLAGS.checkpoint)
     for result in results:
         print(format_result(result))
-    if any("error" in r for r in results):
+    failed = sum("error" in r for r in results)
+    if failed == len(results):
+        sys.exit(
+            "error: the file given is not a readable image."
+            if failed == 1
+            else f"error: none of the {failed} files given is a readable image."
+        )
+    if failed:
         sys.exit(1)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from typing import Any
 
 import numpy as np
@@ -37,6 +38,10 @@ _LEAVES = {
 }
 
 
+# How torch's weights-only unpickler names the first object it refused.
+_REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
 def is_weight_file(path: str) -> bool:
     return os.path.isfile(path) and path.endswith(WEIGHT_EXTENSIONS)
 
@@ -55,12 +60,11 @@ def load_state_dict(path: str) -> dict[str, np.ndarray]:
             ".safetensors."
         ) from None
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a plain pickle's protocol warning precedes our error
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch's unpickler errors come in many types
-        raise ConfigError(
-            f"{path} is not a plain state_dict of tensors (torch.load with weights_only=True "
-            f"refused it: {type(e).__name__}: {str(e).splitlines()[0]})."
-        ) from None
+        raise ConfigError(torch_load_refusal(path, e)) from None
     if isinstance(loaded, dict) and "state_dict" in loaded:
         loaded = loaded["state_dict"]
     if not isinstance(loaded, dict):
@@ -70,6 +74,25 @@ def load_state_dict(path: str) -> dict[str, np.ndarray]:
         for k, v in loaded.items()
         if hasattr(v, "numpy")
     }
+
+
+def torch_load_refusal(path: str, error: Exception) -> str:
+    """One line for a failed `torch.load(weights_only=True)`. PyTorch's own message advises
+    loading again with weights_only=False, which runs whatever code the file pickled: never
+    repeat that advice, say what a loadable file is instead."""
+    text = str(error)
+    if text.startswith("Weights only load failed"):
+        found = _REFUSED_GLOBAL.search(text)
+        objects = (
+            f"pickled Python objects, such as {found.group(1)}" if found else "pickled objects"
+        )
+        return (
+            f"{path} holds more than tensors ({objects}), and torch.load with "
+            "weights_only=True refused to unpickle them. Save a plain state_dict instead: "
+            "torch.save(model.state_dict(), path)."
+        )
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"{path} is not a torch.save file of tensors ({type(error).__name__}: {first})."
 
 
 def _flax_path(torch_name: str) -> tuple[str, str] | None:

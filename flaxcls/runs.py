@@ -20,6 +20,7 @@ import numpy as np
 
 from flaxcls import sharding
 from flaxcls.checkpoint import Checkpointer
+from flaxcls.config_checks import check_model_input
 from flaxcls.data import Input, build_input
 from flaxcls.errors import ConfigError
 from flaxcls.models import get_model
@@ -77,6 +78,8 @@ def build_run(config: Any, mesh) -> tuple[Input, TrainState, int]:
         process_index=jax.process_index(),
         process_count=jax.process_count(),
     )
+    source = f"data.path={config.data.path!r}" if config.data.path else config.data.dataset
+    check_model_input(config.model.name, inputs.info.image_shape, source)
     model = create_model(config, inputs.info.num_classes)
     steps_per_epoch = inputs.steps_per_epoch()
     total_steps = total_train_steps(config, steps_per_epoch)

@@ -17,7 +17,8 @@ import tqdm
 
 from flaxcls import metrics as metrics_lib
 from flaxcls import sharding
-from flaxcls.checkpoint import SAVE_ERROR_MODES, Checkpointer, describe
+from flaxcls.checkpoint import Checkpointer, describe
+from flaxcls.config_checks import check_config
 from flaxcls.data import Input, on_device
 from flaxcls.data.augment import get_augmentation
 from flaxcls.data.in_step import build_step_augment
@@ -30,7 +31,6 @@ from flaxcls.steps import TrainState, eval_step, scan_steps, train_step
 from flaxcls.transfer import init_from_run
 from flaxcls.writers import MetricsLog
 
-BEST_METRICS = ("val_accuracy", "val_top5_accuracy", "val_loss")
 # The loop reads metrics once this many calls are waiting (and at every log, validation and
 # checkpoint): one host-device round trip for several calls, and a non-finite step still
 # stops the run before anything after it is saved.
@@ -177,26 +177,6 @@ def _save_json(path: str, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def check_loop_options(config: Any) -> None:
-    """The loop's own options, checked before anything is built."""
-    if config.on_save_error not in SAVE_ERROR_MODES:
-        raise ConfigError(
-            f"on_save_error={config.on_save_error!r}; choose one of {', '.join(SAVE_ERROR_MODES)}."
-        )
-    if config.nonfinite not in ("stop", "skip"):
-        raise ConfigError(f"nonfinite={config.nonfinite!r}; choose stop or skip.")
-    if config.best_metric not in BEST_METRICS:
-        raise ConfigError(
-            f"best_metric={config.best_metric!r}; choose one of {', '.join(BEST_METRICS)}."
-        )
-    if not 0.0 <= config.ema_decay < 1.0:
-        raise ConfigError(f"ema_decay={config.ema_decay} must be in [0, 1); 0 turns it off.")
-    if not (isinstance(config.steps_per_dispatch, int) and config.steps_per_dispatch >= 1):
-        raise ConfigError(
-            f"steps_per_dispatch={config.steps_per_dispatch!r} must be a whole number >= 1."
-        )
-
-
 def starting_state(
     config: Any, workdir: str, state: TrainState, inputs: Input, is_main: bool
 ) -> TrainState:
@@ -236,7 +216,7 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, float]:
     Returns the test-set metrics, also written to WORKDIR/test_metrics.json.
     """
     setup_compilation_cache(config.compilation_cache_dir)
-    check_loop_options(config)
+    check_config(config)
     is_main = jax.process_index() == 0
     check_workdir(workdir)
     mesh = sharding.make_mesh()

@@ -14,8 +14,8 @@ import pytest
 from flaxcls import steps as steps_lib
 from flaxcls import train as train_lib
 from flaxcls.checkpoint import CheckpointError
-from flaxcls.errors import TrainingStopped
 from flaxcls.data import pipeline
+from flaxcls.errors import TrainingStopped
 from flaxcls.models import get_model
 from tests.helpers import tiny_config, write_npz
 from tests.killing import finished_steps, run_with_kills

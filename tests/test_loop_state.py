@@ -37,9 +37,7 @@ def _summary(workdir):
     return {"latest": latest, "kept": kept, "best": best, "loop": loop, "skips": skips[-1]}
 
 
-def test_resume_stops_early_keeps_the_best_and_counts_skips_as_uninterrupted(
-    tmp_path, monkeypatch
-):
+def test_resume_stops_early_keeps_the_best_and_counts_skips_as_uninterrupted(tmp_path, monkeypatch):
     _poison_when_first_label_is_zero(monkeypatch)
     config = tiny_config(write_npz(str(tmp_path)), **SETTINGS)
     _summary.config = config
