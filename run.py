@@ -222,11 +222,16 @@ def _export(workdir: str) -> None:
     formats = FORMATS if FLAGS.format == "all" else (FLAGS.format,)
     result = export_run(workdir, formats=formats, checkpoint=FLAGS.checkpoint)
     for name, figures in result["parity"].items():
+        images = "test images" if figures["accuracy"] is not None else "random images"
+        accuracy = (
+            f", accuracy {figures['accuracy']:.4f} (JAX {result['jax_accuracy']:.4f})"
+            if figures["accuracy"] is not None
+            else ""
+        )
         print(
             f"{name}: {result['artefacts'][name]['path']}  top-1 agrees with JAX on "
-            f"{figures['top1_agreement']:.2%} of {figures['images']} test images, max |p - p_jax| "
-            f"{figures['max_abs_prob_diff']:.2e}, accuracy {figures['accuracy']:.4f} "
-            f"(JAX {result['jax_accuracy']:.4f})"
+            f"{figures['top1_agreement']:.2%} of {figures['images']} {images}, max |p - p_jax| "
+            f"{figures['max_abs_prob_diff']:.2e}{accuracy}"
         )
 
 

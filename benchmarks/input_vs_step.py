@@ -76,7 +76,7 @@ def step_rate(config, steps: int) -> float:
     model = create_model(config, inputs.info.num_classes)
     tx = create_optimizer(config, inputs.steps_per_epoch(), 10_000)
     state = init_state(model, tx, config.seed, inputs.info.image_shape, mesh)
-    p_train, _, _ = compile_steps(config, mesh, state, inputs)
+    p_train = compile_steps(config, mesh, state, inputs).train
     batch = jax.device_put(next_block(inputs.train(0), 1), sharding.block_sharding(mesh))
     for _ in range(3):
         state, sums = p_train(state, batch)

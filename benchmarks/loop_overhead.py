@@ -81,7 +81,8 @@ def device_rows(args: argparse.Namespace) -> dict[str, float]:
     config = base_config(args, 1)
     mesh = sharding.make_mesh()
     inputs, state, _ = build_run(config, mesh)
-    p_train, _, batches = compile_steps(config, mesh, state, inputs)
+    steps = compile_steps(config, mesh, state, inputs)
+    p_train, batches = steps.train, steps.batches
     placed = sharding.block_sharding(mesh)
     one = jax.device_put(next_block(batches(0), 1), placed)
     floor_block = max(args.ks)

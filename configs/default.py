@@ -6,6 +6,8 @@ Train with any config and override any field on the command line:
 
 import ml_collections
 
+from flaxcls.data.api import default_data_config
+
 
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
@@ -19,34 +21,9 @@ def get_config() -> ml_collections.ConfigDict:
     # optimizer.freeze="^stem/"); needs stem_width = 2 * k * k * channels.
     config.model.whiten_stem = False
 
-    config.data = ml_collections.ConfigDict()
-    config.data.dataset = "fashion_mnist"  # a name from flaxcls.data.DATASETS, custom or folder
-    config.data.source = "auto"  # auto | tfds | idx | npz; auto prefers installed IDX files
-    config.data.path = ""  # IDX folder or .npz file (idx/npz sources); the root for "folder"
-    config.data.data_dir = ""  # tfds data_dir; empty means tfds's default
-    config.data.download = False  # let tfds download and prepare a missing dataset
-    config.data.validation_fraction = 0.2  # the last 20% of train is held out, as in Keras
-    config.data.test_fraction = 0.1  # held out as test when an .npz or a folder has no test split
-    config.data.num_classes = 0  # for dataset="custom": 0 means max label + 1
-    # dataset="folder": class sub-folders (or train/ val/ test/ of them), resized to image_size
-    config.data.channels = 0  # 1 or 3; 0: 1 when every image is grayscale
-    config.data.split_seed = 0  # the stratified split of a folder without split sub-folders
-    config.data.skip_corrupt = False  # skip unreadable images with a warning (else an error)
-    config.data.augment = "none"  # none | flip | crop | crop_flip; streaming: inception_crop_flip
-    config.data.crop_padding = 4  # pixels of zero padding for the random crop
-    config.data.image_size = 224  # streaming and folder datasets: the side images are sized to
-    config.data.eval_resize = 256  # streaming datasets: shorter side before the centre crop
-    config.data.shuffle_buffer = 10_000  # streaming datasets: tf.data shuffle buffer
-    # In-memory datasets: hold the uint8 training split on every device; each batch is gathered,
-    # augmented and normalised inside the compiled step (the same batches as the host path).
-    config.data.on_device = False
-    # Inside the training step, on normalised images, after the crop/flip above:
-    config.data.randaugment_ops = 0  # RandAugment operations per image; 0 disables it
-    config.data.randaugment_magnitude = 9.0  # 0-10 (timm's rand-m9-n2 = 9 and 2 ops)
-    config.data.erasing_prob = 0.0  # random erasing (cutout with noise) per image
-    config.data.mixup_alpha = 0.0  # Beta(alpha, alpha) mixing of images and labels; 0 disables
-    config.data.cutmix_alpha = 0.0  # with both alphas set, each batch picks one at 50%
-    config.data.mix_prob = 1.0  # the share of batches mixed
+    # Which images and how they are read, augmented and batched: every field with its comment
+    # is in flaxcls/data/api.py (default_data_config), which the data API shares.
+    config.data = default_data_config()
 
     config.mesh = ml_collections.ConfigDict()
     config.mesh.params = "replicated"  # replicated | fsdp: shard large leaves over the devices

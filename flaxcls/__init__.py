@@ -4,11 +4,18 @@ The pure pieces are importable on their own:
 
     from flaxcls import create_train_state, train_step, eval_step, get_model
     from flaxcls import scan_steps  # several train steps in one compiled call
+    from flaxcls import make_optimizer  # optax optimisers and schedules from plain arguments
+    from flaxcls.data import batches, eval_batches, load_arrays  # data without a config
 """
 
 from flaxcls.metrics import classification_sums, cross_entropy, summarize
 from flaxcls.models import MODELS, get_model
-from flaxcls.optim import create_learning_rate_schedule, create_optimizer
+from flaxcls.optim import (
+    create_learning_rate_schedule,
+    create_optimizer,
+    make_optimizer,
+    make_schedule,
+)
 from flaxcls.steps import TrainState, create_train_state, eval_step, scan_steps, train_step
 
 __version__ = "0.1.0"
@@ -23,6 +30,8 @@ __all__ = [
     "cross_entropy",
     "eval_step",
     "get_model",
+    "make_optimizer",
+    "make_schedule",
     "scan_steps",
     "summarize",
     "train_step",

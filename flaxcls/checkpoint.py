@@ -31,6 +31,8 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers
 
+from flaxcls.metrics import lower_is_better
+
 log = logging.getLogger(__name__)
 SAVE_ERROR_MODES = ("stop", "continue")
 ITEMS = ("state", "loop")
@@ -109,7 +111,7 @@ class Checkpointer:
         best_metric: str = "val_accuracy",
         on_save_error: str = "stop",
     ):
-        """`best_metric` is kept highest, or lowest when its name ends in `loss`."""
+        """`best_metric` is kept highest, or lowest for a loss (`metrics.lower_is_better`)."""
         if on_save_error not in SAVE_ERROR_MODES:
             raise ValueError(f"on_save_error={on_save_error!r}; choose one of {SAVE_ERROR_MODES}")
         _quiet_orbax_failures()
@@ -119,7 +121,7 @@ class Checkpointer:
         self.is_main = jax.process_index() == 0
         self._unverified: list[int] = []  # saved steps whose manifest is still to be written
         self.failed_saves = 0
-        mode = "min" if best_metric.endswith("loss") else "max"
+        mode = "min" if lower_is_better(best_metric) else "max"
         policy = checkpoint_managers.AnyPreservationPolicy(
             [
                 checkpoint_managers.LatestN(keep),

@@ -18,8 +18,8 @@ from typing import Any
 from flaxcls.checkpoint import SAVE_ERROR_MODES
 from flaxcls.data.datasets import DATASETS
 from flaxcls.errors import ConfigError
+from flaxcls.metrics import BEST_METRICS
 
-BEST_METRICS = ("val_accuracy", "val_top5_accuracy", "val_loss")
 NONFINITE_MODES = ("stop", "skip")
 # Square image sides tried when looking for the smallest one a model accepts.
 LARGEST_SIDE_TRIED = 4096

@@ -9,3 +9,8 @@ class ConfigError(ValueError):
 class TrainingStopped(RuntimeError):
     """Training stopped itself (a non-finite or diverging loss); the message names the step, the
     checkpoint kept and what to try."""
+
+
+class ContractError(TypeError):
+    """A model or a batch that does not keep the contract of flaxcls's steps (see
+    `flaxcls.steps`); the message says what to change."""

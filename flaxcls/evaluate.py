@@ -120,7 +120,7 @@ def _variant_summary(name: str, probs: np.ndarray, labels: np.ndarray) -> dict[s
 
 
 def ensemble_sums(
-    workdir: str,
+    base: LoadedRun,
     ensemble: Sequence[str],
     plain: Predictions,
     flipped: Predictions,
@@ -132,10 +132,11 @@ def ensemble_sums(
     sums = {False: plain.probs.copy(), True: flipped.probs.copy()}
     for other_dir in ensemble:
         other = load_run(other_dir, checkpoint, mesh)
+        other.share_inputs(base)  # the same data is read and decoded once
         for tta in (False, True):
             other_pred = run_predictions(other, split, tta, mesh)
             if not np.array_equal(other_pred.labels, plain.labels):
-                raise ConfigError(f"{other_dir} evaluates other examples than {workdir}.")
+                raise ConfigError(f"{other_dir} evaluates other examples than {base.workdir}.")
             sums[tta] += other_pred.probs
     return sums
 
@@ -170,9 +171,7 @@ def evaluate_run(
     writes WORKDIR/eval/<split>.json and, with `report`, WORKDIR/report.html."""
     mesh = sharding.make_mesh()
     run = load_run(workdir, checkpoint, mesh)
-    names = list(run.inputs.info.class_names) or [
-        str(i) for i in range(run.inputs.info.num_classes)
-    ]
+    names = run.class_names
     uses_tta = bool(run.config.get("flip_tta", False))
     plain = run_predictions(run, split, False, mesh)
     flipped = run_predictions(run, split, True, mesh)
@@ -182,7 +181,7 @@ def evaluate_run(
     ]
     chosen = flipped if uses_tta else plain
     if ensemble:
-        sums = ensemble_sums(workdir, ensemble, plain, flipped, split, checkpoint, mesh)
+        sums = ensemble_sums(run, ensemble, plain, flipped, split, checkpoint, mesh)
         k = 1 + len(ensemble)
         variants.append(_variant_summary(f"ensemble of {k}", sums[False] / k, plain.labels))
         variants.append(

@@ -41,6 +41,29 @@ def classification_sums(
     }
 
 
+def balanced_class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """n / (k * n_c) per class c (scikit-learn's "balanced"), so every class weighs as much in
+    the loss; 0 for a class without examples."""
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    weights = len(labels) / (num_classes * np.maximum(counts, 1.0))
+    return np.where(counts > 0, weights, 0.0).astype(np.float32)
+
+
+# The validation metrics a run can keep its best checkpoint by and stop early on.
+BEST_METRICS = ("val_accuracy", "val_top5_accuracy", "val_loss")
+
+
+def lower_is_better(metric: str) -> bool:
+    return metric.endswith("loss")
+
+
+def improves(metric: str, value: float, best: float | None) -> bool:
+    """Whether `value` of `metric` beats the best so far (None: nothing yet)."""
+    if best is None:
+        return True
+    return value < best if lower_is_better(metric) else value > best
+
+
 def add_sums(total: Mapping[str, np.ndarray] | None, sums: Mapping[str, np.ndarray]) -> dict:
     """Host-side accumulation in float64, so long runs do not lose counts to rounding."""
     sums = {k: np.float64(v) for k, v in sums.items()}

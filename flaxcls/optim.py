@@ -1,4 +1,5 @@
-"""Optimiser and learning-rate schedule from the config, through optax.
+"""Optimisers and learning-rate schedules, through optax: `make_optimizer` from plain
+arguments, and `create_optimizer` from a run's config on top of it.
 
 Schedules are given in epochs in the config and turned into steps here, so an override of
 the batch size or the epoch count never leaves a stale derived value behind.
@@ -7,7 +8,7 @@ the batch size or the epoch count never leaves a stale derived value behind.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -15,50 +16,92 @@ import optax
 
 from flaxcls.errors import ConfigError
 
-ScheduleFn = Callable[[Any, float, int, int], optax.Schedule]
 
-
-def _constant(cfg: Any, lr: float, steps_per_epoch: int, total_steps: int) -> optax.Schedule:
+def _constant(lr: float, total_steps: int | None, **_: Any) -> optax.Schedule:
     return optax.constant_schedule(lr)
 
 
-def _step(cfg: Any, lr: float, steps_per_epoch: int, total_steps: int) -> optax.Schedule:
-    boundaries = {int(e * steps_per_epoch): cfg.decay_factor for e in cfg.decay_epochs}
-    return optax.piecewise_constant_schedule(lr, boundaries)
+def _step(
+    lr: float, total_steps: int | None, *, decay_steps: Sequence[int], decay_factor: float, **_: Any
+) -> optax.Schedule:
+    return optax.piecewise_constant_schedule(lr, {int(s): decay_factor for s in decay_steps})
 
 
-def _cosine(cfg: Any, lr: float, steps_per_epoch: int, total_steps: int) -> optax.Schedule:
-    return optax.cosine_decay_schedule(lr, max(total_steps, 1), alpha=cfg.end_factor)
+def _cosine(lr: float, total_steps: int, *, end_factor: float, **_: Any) -> optax.Schedule:
+    return optax.cosine_decay_schedule(lr, max(total_steps, 1), alpha=end_factor)
 
 
-def _warmup_cosine(cfg: Any, lr: float, steps_per_epoch: int, total_steps: int) -> optax.Schedule:
-    warmup = int(cfg.warmup_epochs * steps_per_epoch)
+def _warmup_cosine(
+    lr: float, total_steps: int, *, warmup_steps: int, end_factor: float, **_: Any
+) -> optax.Schedule:
     return optax.warmup_cosine_decay_schedule(
         init_value=0.0,
         peak_value=lr,
-        warmup_steps=warmup,
-        decay_steps=max(total_steps, warmup + 1),
-        end_value=lr * cfg.end_factor,
+        warmup_steps=warmup_steps,
+        decay_steps=max(total_steps, warmup_steps + 1),
+        end_value=lr * end_factor,
     )
 
 
-SCHEDULES: dict[str, ScheduleFn] = {
+SCHEDULES: dict[str, Callable[..., optax.Schedule]] = {
     "constant": _constant,
     "step": _step,
     "cosine": _cosine,
     "warmup_cosine": _warmup_cosine,
 }
+# Schedules that decay towards the end of training, so must know where it is.
+_NEEDS_TOTAL_STEPS = ("cosine", "warmup_cosine")
+
+
+def make_schedule(
+    name: str = "constant",
+    learning_rate: float = 1e-3,
+    *,
+    total_steps: int | None = None,
+    warmup_steps: int = 0,
+    decay_steps: Sequence[int] = (),
+    decay_factor: float = 0.1,
+    end_factor: float = 0.0,
+) -> optax.Schedule:
+    """A learning-rate schedule in optimiser steps.
+
+    constant; step (multiplied by `decay_factor` at each of `decay_steps`); cosine (from
+    `learning_rate` to `learning_rate * end_factor` at `total_steps`); warmup_cosine (linear
+    from 0 over `warmup_steps`, then cosine to `total_steps`).
+    """
+    if name not in SCHEDULES:
+        raise ConfigError(f"Unknown schedule {name!r}; choose one of {', '.join(SCHEDULES)}.")
+    if total_steps is None and name in _NEEDS_TOTAL_STEPS:
+        raise ConfigError(f"schedule={name!r} needs total_steps (the number of training steps).")
+    return SCHEDULES[name](
+        learning_rate,
+        total_steps,
+        warmup_steps=warmup_steps,
+        decay_steps=tuple(decay_steps),
+        decay_factor=decay_factor,
+        end_factor=end_factor,
+    )
 
 
 def create_learning_rate_schedule(
     config: Any, steps_per_epoch: int, total_steps: int
 ) -> optax.Schedule:
-    """`config.schedule.name` applied to `config.optimizer.learning_rate`."""
-    name = config.schedule.name
-    if name not in SCHEDULES:
-        raise ConfigError(f"Unknown schedule {name!r}; choose one of {', '.join(SCHEDULES)}.")
-    return SCHEDULES[name](
-        config.schedule, config.optimizer.learning_rate, steps_per_epoch, total_steps
+    """`config.schedule` (in epochs) applied to `config.optimizer.learning_rate`."""
+    return make_schedule(
+        config.schedule.name,
+        config.optimizer.learning_rate,
+        total_steps=total_steps,
+        **_schedule_steps(config.schedule, steps_per_epoch),
+    )
+
+
+def _schedule_steps(cfg: Any, steps_per_epoch: int) -> dict[str, Any]:
+    """The schedule's epoch fields in steps, and its other fields as they are."""
+    return dict(
+        warmup_steps=int(cfg.warmup_epochs * steps_per_epoch),
+        decay_steps=tuple(int(e * steps_per_epoch) for e in cfg.decay_epochs),
+        decay_factor=cfg.decay_factor,
+        end_factor=cfg.end_factor,
     )
 
 
@@ -67,28 +110,26 @@ def decay_mask(params: Any) -> Any:
     return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
-def _sgd(cfg: Any, lr: optax.Schedule) -> optax.GradientTransformation:
+def _sgd(lr: optax.Schedule, *, weight_decay: float, momentum: float, nesterov: bool, **_: Any):
     # Coupled (L2) decay, as in the classic SGD recipes for ResNets.
     return optax.chain(
-        optax.add_decayed_weights(cfg.weight_decay, mask=decay_mask),
-        optax.sgd(lr, momentum=cfg.momentum or None, nesterov=cfg.nesterov),
+        optax.add_decayed_weights(weight_decay, mask=decay_mask),
+        optax.sgd(lr, momentum=momentum or None, nesterov=nesterov),
     )
 
 
-def _adam(cfg: Any, lr: optax.Schedule) -> optax.GradientTransformation:
+def _adam(lr: optax.Schedule, *, weight_decay: float, b1: float, b2: float, eps: float, **_: Any):
     return optax.chain(
-        optax.add_decayed_weights(cfg.weight_decay, mask=decay_mask),
-        optax.adam(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps),
+        optax.add_decayed_weights(weight_decay, mask=decay_mask),
+        optax.adam(lr, b1=b1, b2=b2, eps=eps),
     )
 
 
-def _adamw(cfg: Any, lr: optax.Schedule) -> optax.GradientTransformation:
-    return optax.adamw(
-        lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay, mask=decay_mask
-    )
+def _adamw(lr: optax.Schedule, *, weight_decay: float, b1: float, b2: float, eps: float, **_: Any):
+    return optax.adamw(lr, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, mask=decay_mask)
 
 
-OPTIMIZERS: dict[str, Callable[[Any, optax.Schedule], optax.GradientTransformation]] = {
+OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
     "sgd": _sgd,
     "adam": _adam,
     "adamw": _adamw,
@@ -104,40 +145,101 @@ def frozen_mask(params: Any, pattern: str) -> Any:
     )
 
 
+def _outside_head(params: Any) -> Any:
+    """True for every top-level module but `head` (the classifier)."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: getattr(path[0], "key", None) != "head", params
+    )
+
+
+def make_optimizer(
+    name: str = "adam",
+    learning_rate: float | optax.Schedule = 1e-3,
+    *,
+    schedule: str = "constant",
+    total_steps: int | None = None,
+    warmup_steps: int = 0,
+    decay_steps: Sequence[int] = (),
+    decay_factor: float = 0.1,
+    end_factor: float = 0.0,
+    weight_decay: float = 0.0,
+    momentum: float = 0.9,
+    nesterov: bool = False,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    grad_clip_norm: float = 0.0,
+    skip_nonfinite: bool = False,
+    backbone_lr_factor: float = 1.0,
+    freeze: str = "",
+) -> optax.GradientTransformation:
+    """Clipping (when `grad_clip_norm` > 0), then sgd | adam | adamw driven by the schedule.
+
+    `learning_rate` is the peak rate of `schedule` (see `make_schedule`; steps, not epochs),
+    or an optax schedule of its own. `weight_decay` acts on kernels only: L2 for sgd and
+    adam, decoupled for adamw. `skip_nonfinite` leaves parameters and optimiser state as they
+    were after a NaN/Inf gradient. `backbone_lr_factor` scales every update but the `head`
+    module's (fine-tuning); parameters whose "module/param" path matches the regex `freeze`
+    get no updates at all.
+    """
+    if name not in OPTIMIZERS:
+        raise ConfigError(f"Unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}.")
+    if callable(learning_rate):
+        if schedule != "constant":
+            raise ConfigError(f"learning_rate is a schedule already; schedule={schedule!r} too.")
+        lr = learning_rate
+    elif learning_rate <= 0:
+        raise ConfigError(f"learning_rate={learning_rate} must be positive.")
+    else:
+        lr = make_schedule(
+            schedule,
+            learning_rate,
+            total_steps=total_steps,
+            warmup_steps=warmup_steps,
+            decay_steps=decay_steps,
+            decay_factor=decay_factor,
+            end_factor=end_factor,
+        )
+    tx = OPTIMIZERS[name](
+        lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov, b1=b1, b2=b2, eps=eps
+    )
+    if grad_clip_norm > 0:
+        tx = optax.chain(optax.clip_by_global_norm(grad_clip_norm), tx)
+    if skip_nonfinite:
+        # The training loop stops after `max_consecutive_skips` non-finite steps, long before
+        # optax would let one through.
+        tx = optax.apply_if_finite(tx, max_consecutive_errors=2**30)
+    if backbone_lr_factor != 1.0:
+        tx = optax.chain(tx, optax.masked(optax.scale(backbone_lr_factor), _outside_head))
+    if freeze:
+        try:
+            re.compile(freeze)
+        except re.error as e:
+            raise ConfigError(f"freeze={freeze!r} is not a regex: {e}") from None
+        tx = optax.chain(tx, optax.masked(optax.set_to_zero(), lambda p: frozen_mask(p, freeze)))
+    return tx
+
+
 def create_optimizer(
     config: Any, steps_per_epoch: int, total_steps: int
 ) -> optax.GradientTransformation:
-    """Clipping (optional), then the named optimiser driven by the schedule; parameters matching
-    `optimizer.freeze` (a regex over "module/param" paths) get no updates at all."""
+    """`make_optimizer` with `config.optimizer` and `config.schedule` (epochs turned into
+    steps); `config.nonfinite="skip"` skips the update of a non-finite step."""
     cfg = config.optimizer
-    if cfg.name not in OPTIMIZERS:
-        raise ConfigError(f"Unknown optimizer {cfg.name!r}; choose one of {', '.join(OPTIMIZERS)}.")
-    if cfg.learning_rate <= 0:
-        raise ConfigError(f"optimizer.learning_rate={cfg.learning_rate} must be positive.")
-    lr = create_learning_rate_schedule(config, steps_per_epoch, total_steps)
-    tx = OPTIMIZERS[cfg.name](cfg, lr)
-    if cfg.grad_clip_norm > 0:
-        tx = optax.chain(optax.clip_by_global_norm(cfg.grad_clip_norm), tx)
-    if config.get("nonfinite", "stop") == "skip":
-        # A NaN/Inf gradient leaves parameters and optimiser state as they were; the training
-        # loop stops after `max_consecutive_skips` of them, before optax would let one through.
-        tx = optax.apply_if_finite(tx, max_consecutive_errors=2**30)
-    if cfg.backbone_lr_factor != 1.0:  # fine-tuning: everything but the head moves slower
-        tx = optax.chain(
-            tx,
-            optax.masked(
-                optax.scale(cfg.backbone_lr_factor),
-                lambda p: jax.tree_util.tree_map_with_path(
-                    lambda path, _: getattr(path[0], "key", None) != "head", p
-                ),
-            ),
-        )
-    if cfg.freeze:
-        try:
-            re.compile(cfg.freeze)
-        except re.error as e:
-            raise ConfigError(f"optimizer.freeze={cfg.freeze!r} is not a regex: {e}") from None
-        tx = optax.chain(
-            tx, optax.masked(optax.set_to_zero(), lambda p: frozen_mask(p, cfg.freeze))
-        )
-    return tx
+    return make_optimizer(
+        cfg.name,
+        cfg.learning_rate,
+        schedule=config.schedule.name,
+        total_steps=total_steps,
+        **_schedule_steps(config.schedule, steps_per_epoch),
+        weight_decay=cfg.weight_decay,
+        momentum=cfg.momentum,
+        nesterov=cfg.nesterov,
+        b1=cfg.b1,
+        b2=cfg.b2,
+        eps=cfg.eps,
+        grad_clip_norm=cfg.grad_clip_norm,
+        skip_nonfinite=config.get("nonfinite", "stop") == "skip",
+        backbone_lr_factor=cfg.backbone_lr_factor,
+        freeze=cfg.freeze,
+    )

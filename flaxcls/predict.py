@@ -43,10 +43,8 @@ def predict_files(
 ) -> list[dict[str, Any]]:
     """One result per file: {'path', 'top': [(class, probability), ...]} or {'path', 'error'}."""
     run = load_run(workdir, checkpoint)
-    height, width, channels = run.inputs.info.image_shape
-    names = list(run.inputs.info.class_names) or [
-        str(i) for i in range(run.inputs.info.num_classes)
-    ]
+    height, width, channels = run.info.image_shape
+    names = run.class_names
     serve = jax.jit(serving_function(run))
     results: list[dict[str, Any]] = []
     decoded: list[tuple[int, np.ndarray]] = []

@@ -1,5 +1,10 @@
 """A run, built or loaded: its model, optimiser and sharded initial state from a config, and a
-finished run's config, data and restored checkpoint from its directory.
+finished run's config, dataset facts and restored checkpoint from its directory.
+
+Training writes the run's dataset facts (`dataset.json`: image shape, normalisation, class
+names, split sizes) beside `config.json`, so a finished run stands on its own: prediction,
+export, `init_from` and ensemble members build the state from those files and the checkpoint,
+and never read or decode the training data. Evaluation reads the split it evaluates.
 
 Training (`flaxcls.train`), evaluation, transfer, export and prediction all start here.
 """
@@ -16,12 +21,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from flaxcls import sharding
 from flaxcls.checkpoint import Checkpointer
 from flaxcls.config_checks import check_model_input
-from flaxcls.data import Input, build_input
+from flaxcls.data import DatasetInfo, Input, Normalizer, build_input
 from flaxcls.errors import ConfigError
 from flaxcls.models import get_model
 from flaxcls.optim import create_optimizer
@@ -67,6 +71,27 @@ def init_state(
     return jax.jit(init, out_shardings=shardings)(rng)
 
 
+def build_state(
+    config: Any, info: DatasetInfo, steps_per_epoch: int, mesh
+) -> tuple[TrainState, int]:
+    """The freshly initialised state for `config` on data described by `info`, sharded over
+    `mesh`, and the run's total number of training steps."""
+    model = create_model(config, info.num_classes)
+    total_steps = total_train_steps(config, steps_per_epoch)
+    tx = create_optimizer(config, steps_per_epoch, total_steps)
+    state = init_state(
+        model,
+        tx,
+        config.seed,
+        info.image_shape,
+        mesh,
+        config.mesh.params,
+        config.mesh.fsdp_min_size,
+        config.get("ema_decay", 0.0),  # runs saved before the option existed have none
+    )
+    return state, total_steps
+
+
 def build_run(config: Any, mesh) -> tuple[Input, TrainState, int]:
     """A run's input (this process's share), its freshly initialised state sharded over
     `mesh`, and its total number of training steps."""
@@ -77,24 +102,40 @@ def build_run(config: Any, mesh) -> tuple[Input, TrainState, int]:
         seed=config.seed,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
+        device_count=mesh.devices.size,
     )
     source = f"data.path={config.data.path!r}" if config.data.path else config.data.dataset
     check_model_input(config.model.name, inputs.info.image_shape, source)
-    model = create_model(config, inputs.info.num_classes)
-    steps_per_epoch = inputs.steps_per_epoch()
-    total_steps = total_train_steps(config, steps_per_epoch)
-    tx = create_optimizer(config, steps_per_epoch, total_steps)
-    state = init_state(
-        model,
-        tx,
-        config.seed,
-        inputs.info.image_shape,
-        mesh,
-        config.mesh.params,
-        config.mesh.fsdp_min_size,
-        config.get("ema_decay", 0.0),  # runs saved before the option existed have none
-    )
+    state, total_steps = build_state(config, inputs.info, inputs.steps_per_epoch(), mesh)
     return inputs, state, total_steps
+
+
+FACTS_FILE = "dataset.json"
+
+
+def write_dataset_facts(workdir: str, inputs: Input) -> None:
+    """What a finished run needs to know of its data without reading it again."""
+    facts = {
+        "info": dataclasses.asdict(inputs.info),
+        "split_sizes": dict(inputs.split_sizes),
+        "steps_per_epoch": inputs.steps_per_epoch(),
+    }
+    path = os.path.join(workdir, FACTS_FILE)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(facts, f, indent=2)
+    os.replace(path + ".tmp", path)
+
+
+def read_dataset_facts(workdir: str) -> tuple[DatasetInfo, int] | None:
+    """The run's DatasetInfo and steps per epoch; None for a run trained before they were
+    written."""
+    path = os.path.join(workdir, FACTS_FILE)
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        facts = json.load(f)
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in facts["info"].items()}
+    return DatasetInfo(**fields), int(facts["steps_per_epoch"])
 
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
@@ -105,24 +146,69 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
         return ml_collections.ConfigDict(json.load(f))
 
 
-@dataclasses.dataclass
 class LoadedRun:
-    workdir: str
-    config: ml_collections.ConfigDict
-    inputs: Input
-    state: TrainState
-    step: int
+    """A finished run: its config, dataset facts and restored state. `inputs` (the data, this
+    process's share) is built the first time something asks for it."""
+
+    def __init__(
+        self,
+        workdir: str,
+        config: ml_collections.ConfigDict,
+        info: DatasetInfo,
+        state: TrainState,
+        step: int,
+        inputs: Input | None = None,
+    ):
+        self.workdir, self.config, self.info = workdir, config, info
+        self.state, self.step = state, step
+        self._inputs = inputs
+
+    @property
+    def inputs(self) -> Input:
+        if self._inputs is None:
+            self._inputs = build_input(
+                self.config.data,
+                global_batch_size=self.config.batch_size,
+                eval_batch_size=self.config.eval_batch_size,
+                seed=self.config.seed,
+                process_index=jax.process_index(),
+                process_count=jax.process_count(),
+                device_count=jax.device_count(),  # the mesh evaluation runs on: all devices
+            )
+        return self._inputs
+
+    def share_inputs(self, other: LoadedRun) -> None:
+        """Evaluates on `other`'s data, already read, when both runs were trained on the same."""
+        same = self.config.data.to_dict() == other.config.data.to_dict()
+        if same and self.info == other.info and other._inputs is not None:
+            self._inputs = other._inputs
+
+    @property
+    def normalizer(self) -> Normalizer:
+        return Normalizer(self.info.mean, self.info.std)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.info.class_names) or [str(i) for i in range(self.info.num_classes)]
 
 
 def load_run(workdir: str, checkpoint: str = "best", mesh=None) -> LoadedRun:
-    """A run's config, data and restored state: its best checkpoint by the tracked validation
-    metric (the latest when it never validated), or its latest; where that one is damaged, the
-    newest intact one (with a warning that names both)."""
+    """A run's config, dataset facts and restored state: its best checkpoint by the tracked
+    validation metric (the latest when it never validated), or its latest; where that one is
+    damaged, the newest intact one (with a warning that names both). The data is not read
+    unless the run predates `dataset.json` or something asks for `run.inputs`."""
     if checkpoint not in ("best", "latest"):
         raise ConfigError(f"--checkpoint={checkpoint!r}; choose best or latest.")
     config = load_run_config(workdir)
     mesh = mesh or sharding.make_mesh()
-    inputs, state, _ = build_run(config, mesh)
+    facts = read_dataset_facts(workdir)
+    inputs = None
+    if facts is None:
+        inputs, state, _ = build_run(config, mesh)
+        info = inputs.info
+    else:
+        info, steps_per_epoch = facts
+        state, _ = build_state(config, info, steps_per_epoch, mesh)
     checkpointer = Checkpointer(
         os.path.join(workdir, "checkpoints"), best_metric=config.get("best_metric", "val_accuracy")
     )
@@ -132,21 +218,19 @@ def load_run(workdir: str, checkpoint: str = "best", mesh=None) -> LoadedRun:
         restored = checkpointer.restore(state, prefer=checkpoint)
     finally:
         checkpointer.close()
-    state, step = restored.state, restored.step
-    return LoadedRun(workdir, config, inputs, state, step)
+    return LoadedRun(workdir, config, info, restored.state, restored.step, inputs)
 
 
 def serving_function(run: LoadedRun) -> Callable[[jax.Array], jax.Array]:
     """uint8 images -> probabilities, with the run's normalisation and BatchNorm statistics
     folded in as constants (flip TTA too, when the run evaluates with it)."""
     state = run.state
-    scale = np.asarray(run.inputs.normalizer.scale, np.float32)
-    shift = np.asarray(run.inputs.normalizer.shift, np.float32)
+    normalizer = run.normalizer
     flip_tta = bool(run.config.get("flip_tta", False))
     host_state = jax.device_get(state)
 
     def serve(images: jax.Array) -> jax.Array:
-        x = images.astype(jnp.float32) * scale + shift
+        x = normalizer(images)
         return jax.nn.softmax(predict(host_state, x, flip_tta=flip_tta), axis=-1)
 
     return serve

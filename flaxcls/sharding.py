@@ -35,11 +35,15 @@ def block_sharding(mesh: Mesh) -> NamedSharding:
 
 
 def check_batch_size(batch_size: int, mesh: Mesh, name: str = "batch_size") -> None:
+    """A training batch is split evenly over the devices; one that is not says the nearest
+    sizes that are. (Evaluation batches need no check: they are padded with masked rows.)"""
     devices = mesh.devices.size
     if batch_size % devices:
+        lower = batch_size // devices * devices
+        nearest = f"{lower} or {lower + devices}" if lower else f"{devices}"
         raise ConfigError(
             f"{name}={batch_size} does not divide over {devices} devices; use a multiple of "
-            f"{devices} (e.g. {max(devices, batch_size // devices * devices)})."
+            f"{devices}, e.g. {nearest}."
         )
 
 

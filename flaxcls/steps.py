@@ -2,6 +2,15 @@
 
 Nothing here knows about files, flags, devices or logging: wrap the steps in `jax.jit`
 (with shardings), `jax.pmap` or `shard_map` as you like.
+
+The contract, checked where it is first met (`create_train_state`, the first trace of a step),
+with a `ContractError` that says what to change:
+- a model is a Flax Linen module called as `model.apply(variables, images, train=...)` that
+  returns logits of shape (batch, num_classes); `train=True` may use a `dropout` rng;
+  its variables are `params` and optionally `batch_stats` (BatchNorm running statistics,
+  updated as a mutable collection in training), nothing else;
+- a batch is a dict with `image`, float (normalised) NHWC, and `label`, integer (batch,);
+  optionally `mask` (float, 0 marks padding) and the keys in-step mixing adds.
 """
 
 from __future__ import annotations
@@ -16,9 +25,9 @@ import optax
 from flax import struct
 from flax.training import train_state
 
+from flaxcls.data.contract import Batch
+from flaxcls.errors import ContractError
 from flaxcls.metrics import Sums, classification_sums, cross_entropy
-
-Batch = dict[str, jax.Array]
 
 
 class TrainState(train_state.TrainState):
@@ -47,7 +56,7 @@ def create_train_state(
     also keeps their moving average (see `TrainState`)."""
     params_rng, dropout_rng, state_rng = jax.random.split(rng, 3)
     dummy = jnp.zeros((1, *image_shape), jnp.float32)
-    variables = model.init({"params": params_rng, "dropout": dropout_rng}, dummy, train=False)
+    variables = init_variables(model, {"params": params_rng, "dropout": dropout_rng}, dummy)
     params, batch_stats = variables["params"], variables.get("batch_stats", {})
     ema = {"params": params, "batch_stats": batch_stats} if ema_decay > 0 else None
     return TrainState.create(
@@ -59,6 +68,61 @@ def create_train_state(
         ema=ema,
         ema_decay=ema_decay,
     )
+
+
+MODEL_COLLECTIONS = ("params", "batch_stats")
+
+
+def init_variables(model: nn.Module, rngs: dict[str, jax.Array], images: jax.Array) -> dict:
+    """`model.init` on `images`, with the model's side of the contract checked."""
+    name = type(model).__name__
+    try:
+        variables = model.init(rngs, images, train=False)
+    except TypeError as e:
+        if "train" not in str(e):
+            raise
+        raise ContractError(
+            f"{name} must take a `train` keyword: `def __call__(self, x, train: bool)` "
+            f"(True in training steps, False in evaluation); calling it failed with: {e}"
+        ) from None
+    extra = sorted(set(variables) - set(MODEL_COLLECTIONS))
+    if "params" not in variables or extra:
+        raise ContractError(
+            f"{name}'s variables are {sorted(variables)}; a flaxcls model has `params` and "
+            "optionally `batch_stats` (BatchNorm statistics), nothing else."
+        )
+    logits = jax.eval_shape(lambda v: model.apply(v, images, train=False), variables)
+    if getattr(logits, "ndim", None) != 2 or logits.shape[0] != images.shape[0]:
+        raise ContractError(
+            f"{name} returned {getattr(logits, 'shape', type(logits).__name__)} for "
+            f"{images.shape[0]} image(s); a flaxcls model returns logits of shape "
+            "(batch, num_classes)."
+        )
+    return variables
+
+
+def check_batch(batch: Batch) -> None:
+    """The batch's side of the contract, checked when a step is traced (dtypes and shapes are
+    static, so this costs nothing per step)."""
+    missing = [k for k in ("image", "label") if k not in batch]
+    if missing:
+        raise ContractError(f"the batch has keys {sorted(batch)}; it needs 'image' and 'label'.")
+    image, label = batch["image"], batch["label"]
+    if not jnp.issubdtype(image.dtype, jnp.floating):
+        raise ContractError(
+            f"batch['image'] is {image.dtype}; steps take normalised float images (e.g. "
+            "flaxcls.data.Normalizer(mean, std)(uint8_images))."
+        )
+    if not jnp.issubdtype(label.dtype, jnp.integer):
+        raise ContractError(
+            f"batch['label'] is {label.dtype}; steps take integer class indices of shape "
+            "(batch,), not one-hot or float labels."
+        )
+    if image.ndim != 4 or label.shape != image.shape[:1]:
+        raise ContractError(
+            f"batch['image'] {tuple(image.shape)} and batch['label'] {tuple(label.shape)}: "
+            "images are NHWC (batch, height, width, channels) and labels (batch,)."
+        )
 
 
 def ema_update(state: TrainState, finite: jax.Array) -> TrainState:
@@ -153,6 +217,7 @@ def train_step(
     rng = jax.random.fold_in(state.rng, state.step)
     if axis_name is not None:  # each device draws its own dropout masks and augmentations
         rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
+    check_batch(batch)
     if augment is not None:
         batch = augment(jax.random.fold_in(rng, 1), batch)
     mask = _mask(batch)
@@ -238,6 +303,7 @@ def eval_step(
 ) -> Sums:
     """Masked sums of loss and hits with BatchNorm running statistics (summed over `axis_name`);
     `flip_tta` averages the logits of each image and its mirror image."""
+    check_batch(batch)
     logits = predict(state, batch["image"], flip_tta=flip_tta)
     per_example = cross_entropy(logits, batch["label"])
     sums = classification_sums(logits, batch["label"], _mask(batch), per_example)

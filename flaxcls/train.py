@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -20,15 +21,13 @@ from flaxcls import sharding
 from flaxcls.checkpoint import Checkpointer, describe
 from flaxcls.config_checks import check_config
 from flaxcls.data import Input, on_device
-from flaxcls.data.augment import get_augmentation
 from flaxcls.data.in_step import build_step_augment
 from flaxcls.errors import ConfigError
 from flaxcls.loss_guard import LossGuard
-from flaxcls.models.whitening import patch_whitening_kernel
 from flaxcls.preemption import Preempted, PreemptionWatcher
-from flaxcls.runs import build_run
+from flaxcls.run_setup import class_weights, starting_state
+from flaxcls.runs import build_run, write_dataset_facts
 from flaxcls.steps import TrainState, eval_step, scan_steps, train_step
-from flaxcls.transfer import init_from_run
 from flaxcls.writers import MetricsLog
 
 # The loop reads metrics once this many calls are waiting (and at every log, validation and
@@ -44,54 +43,24 @@ def setup_compilation_cache(path: str) -> None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
-def whiten_stem(state: TrainState, inputs: Input, num_images: int = 5000) -> TrainState:
-    """The stem kernel set by patch whitening of the first `num_images` training images."""
-    kernel = state.params.get("stem", {}).get("kernel")
-    if kernel is None or inputs.train_split is None:
-        raise ConfigError(
-            "model.whiten_stem needs a model with a `stem` convolution (fast_cnn, fast_cnn_small) "
-            "and a dataset held in memory."
-        )
-    k, _, channels, width = kernel.shape
-    if width != 2 * k * k * channels:
-        raise ConfigError(
-            f"model.whiten_stem: the {k}x{k} stem on {channels}-channel images needs "
-            f"{2 * k * k * channels} filters, the model has {width}."
-        )
-    images = inputs.normalizer(inputs.train_split.images[:num_images])
-    whitened = jax.device_put(patch_whitening_kernel(images, k), kernel.sharding)
-    params = {**state.params, "stem": {**state.params["stem"], "kernel": whitened}}
-    return state.replace(params=params)
+@dataclasses.dataclass(frozen=True)
+class CompiledSteps:
+    """The jitted steps the loop calls, and what feeds the train step."""
+
+    train: Callable[..., tuple[TrainState, dict]]  # (state, block) -> (state, sums)
+    evaluate: Callable[..., dict]  # (state, batch) -> sums
+    batches: Callable[[int], Iterator]  # start step -> the train step's inputs, a step at a time
 
 
-def class_weights(config: Any, inputs: Input) -> jax.Array | None:
-    """`loss.class_weights="balanced"`: n / (k * n_c) per class c of the training split (as
-    scikit-learn's), so every class weighs as much in the loss; None for "none"."""
-    if config.class_weights == "none":
-        return None
-    if config.class_weights != "balanced":
-        raise ConfigError(f"class_weights={config.class_weights!r}; choose none or balanced.")
-    if inputs.train_split is None:
-        raise ConfigError("class_weights='balanced' needs a dataset held in memory.")
-    k = inputs.info.num_classes
-    counts = np.bincount(inputs.train_split.labels, minlength=k).astype(np.float64)
-    weights = len(inputs.train_split) / (k * np.maximum(counts, 1.0))
-    return jnp.asarray(np.where(counts > 0, weights, 0.0), jnp.float32)
-
-
-def compile_steps(
-    config: Any, mesh, state: TrainState, inputs: Input
-) -> tuple[Callable, Callable, Callable[[int], Iterator]]:
-    """The pure steps under `jax.jit` with explicit shardings (the old state donated), and the
-    per-step batches the train step takes from a start step on.
+def compile_steps(config: Any, mesh, state: TrainState, inputs: Input) -> CompiledSteps:
+    """The pure steps under `jax.jit` with explicit shardings (the old state donated).
 
     The train step runs a block of batches stacked on a leading axis (`scan_steps`): one call
     makes as many optimiser steps as the block holds (`steps_per_dispatch`; `unroll_blocks`
-    says how).
+    says how). With `data.on_device`, it gathers its batches from the training split held on
+    the devices (`flaxcls.data.on_device`).
     """
     state_sharding = jax.tree.map(lambda x: x.sharding, state)
-    data = sharding.batch_sharding(mesh)
-    block = sharding.block_sharding(mesh)
     scan = functools.partial(scan_steps, unroll=unroll_blocks(state, inputs, mesh))
     replicated = sharding.replicated(mesh)
     step = functools.partial(
@@ -103,32 +72,32 @@ def compile_steps(
     )
     p_eval = jax.jit(
         functools.partial(eval_step, flip_tta=config.flip_tta),
-        in_shardings=(state_sharding, data),
+        in_shardings=(state_sharding, sharding.batch_sharding(mesh)),
         out_shardings=replicated,
     )
-    if not config.data.on_device:
-        p_train = jax.jit(
-            scan(step),
-            in_shardings=(state_sharding, block),
-            out_shardings=(state_sharding, replicated),
-            donate_argnums=0,
+    if config.data.on_device:
+        p_train, batches = on_device.compile_train_step(
+            step, scan, inputs, config.data.augment, config.data.crop_padding, state_sharding, mesh
         )
-        return p_train, p_eval, inputs.train
-    _check_on_device(config, inputs)
-    held = on_device.place(inputs.train_split, replicated)
-    augment = get_augmentation(config.data.augment, config.data.crop_padding, xp=jnp)
-    p_gather = jax.jit(
-        scan(on_device.gather_then(step, inputs.normalizer, augment)),
-        in_shardings=(state_sharding, block, replicated),
+        return CompiledSteps(p_train, p_eval, batches)
+    p_train = jax.jit(
+        scan(step),
+        in_shardings=(state_sharding, sharding.block_sharding(mesh)),
         out_shardings=(state_sharding, replicated),
         donate_argnums=0,
     )
-    draws_augmentation = config.data.augment != "none"
-    return (
-        lambda state, batch: p_gather(state, batch, held),
-        p_eval,
-        functools.partial(inputs.train_indices, with_uniforms=draws_augmentation),
-    )
+    return CompiledSteps(p_train, p_eval, inputs.train)
+
+
+@dataclasses.dataclass
+class RunOutputs:
+    """Where the loop's results go: checkpoints, metrics, and the SIGTERM watch and profile
+    trace when set."""
+
+    checkpointer: Checkpointer
+    log: MetricsLog
+    preemption: PreemptionWatcher | None = None
+    profile_dir: str = ""
 
 
 def unroll_blocks(state: TrainState, inputs: Input, mesh) -> bool:
@@ -151,14 +120,6 @@ def next_block(batches: Iterator[dict[str, np.ndarray]], n: int) -> dict[str, np
     return {k: np.stack([item[k] for item in items]) for k in items[0]}
 
 
-def _check_on_device(config: Any, inputs: Input) -> None:
-    if inputs.train_split is None:
-        raise ConfigError(
-            f"data.on_device needs a dataset held in memory; {config.data.dataset} is streamed. "
-            "Set --config.data.on_device=False."
-        )
-
-
 def evaluate(p_eval: Callable, state: TrainState, inputs: Input, split: str, mesh) -> dict:
     """Exact metrics over every example of `split` (padded batches are masked)."""
     total = None
@@ -175,26 +136,6 @@ def _save_json(path: str, obj: Any) -> None:
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(obj, f, indent=2)
     os.replace(tmp, path)
-
-
-def starting_state(
-    config: Any, workdir: str, state: TrainState, inputs: Input, is_main: bool
-) -> TrainState:
-    """The fresh state with a whitened stem and `init_from`'s weights where asked for (a resumed
-    run's own checkpoint replaces all of it afterwards)."""
-    if config.model.whiten_stem:
-        state = whiten_stem(state, inputs)
-    if config.init_from:
-        state, summary = init_from_run(state, config.init_from, init_head=config.init_head)
-        if is_main:
-            _save_json(os.path.join(workdir, "init_from.json"), summary)
-            print(
-                f"init_from {config.init_from} (step {summary['step']}): "
-                f"{len(summary['copied'])} arrays copied, fresh: {', '.join(summary['fresh'])}"
-            )
-    if state.ema is not None:  # the average starts from the weights training starts from
-        state = state.replace(ema=jax.tree.map(jnp.copy, state.weights()))  # donated apart
-    return state
 
 
 def check_workdir(workdir: str) -> None:
@@ -221,7 +162,6 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, float]:
     check_workdir(workdir)
     mesh = sharding.make_mesh()
     sharding.check_batch_size(config.batch_size, mesh)
-    sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
     inputs, state, total_steps = build_run(config, mesh)
     state = starting_state(config, workdir, state, inputs, is_main)
     checkpointer = Checkpointer(
@@ -240,26 +180,16 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, float]:
     if is_main:
         _save_json(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
         _save_json(os.path.join(workdir, "classes.json"), list(inputs.info.class_names))
+        write_dataset_facts(workdir, inputs)
     log = MetricsLog(workdir, is_main_process=is_main)
-    p_train, p_eval, batches = compile_steps(config, mesh, state, inputs)
+    steps = compile_steps(config, mesh, state, inputs)
     preemption = PreemptionWatcher()
-    loop = TrainLoop(
-        config,
-        inputs,
-        mesh,
-        p_train,
-        p_eval,
-        checkpointer,
-        log,
-        total_steps,
-        batches,
-        preemption,
-        profile_dir=os.path.join(workdir, "profile"),
-    )
+    outputs = RunOutputs(checkpointer, log, preemption, os.path.join(workdir, "profile"))
+    loop = TrainLoop(config, inputs, mesh, steps, outputs, total_steps)
     loop.load_state_dict(loop_state)
     try:
         state = loop.run(state)
-        test = evaluate(p_eval, state, inputs, "test", mesh)
+        test = evaluate(steps.evaluate, state, inputs, "test", mesh)
     finally:
         preemption.close()
         checkpointer.close()  # waits for the last save, also when stopping on SIGTERM
@@ -309,7 +239,7 @@ class ProfileWindow:
 class TrainLoop:
     """Runs steps to `total_steps` with periodic logging, validation and checkpoints.
 
-    Each call of `p_train` runs a block of up to `steps_per_dispatch` steps; calls end at the
+    Each call of the train step runs a block of up to `steps_per_dispatch` steps; calls end at the
     multiples of that number (and at `total_steps`), and everything periodic happens at the
     first call boundary at or after its step. Metrics are read a few calls late
     (`MAX_PENDING_CALLS`), so the host does not wait on the device; a non-finite loss stops the
@@ -320,25 +250,17 @@ class TrainLoop:
 
     def __init__(
         self,
-        config,
-        inputs,
-        mesh,
-        p_train,
-        p_eval,
-        checkpointer,
-        log,
-        total_steps,
-        batches: Callable[[int], Iterator] | None = None,
-        preemption: PreemptionWatcher | None = None,
-        profile_dir: str = "",
+        config: Any,
+        inputs: Input,
+        mesh: Any,
+        steps: CompiledSteps,
+        outputs: RunOutputs,
+        total_steps: int,
     ):
         self.config, self.inputs, self.mesh = config, inputs, mesh
-        self.profile_dir = profile_dir
-        self.p_train, self.p_eval = p_train, p_eval
-        self.checkpointer, self.log, self.total_steps = checkpointer, log, total_steps
-        self.preemption = preemption
-        # start step -> what p_train takes, a batch at a time (see compile_steps)
-        self.batches = batches or inputs.train
+        self.steps, self.total_steps = steps, total_steps
+        self.checkpointer, self.log = outputs.checkpointer, outputs.log
+        self.preemption, self.profile_dir = outputs.preemption, outputs.profile_dir
         steps_per_epoch = inputs.steps_per_epoch()
         self.eval_every = max(1, int(round(config.eval_every_epochs * steps_per_epoch)))
         self.is_main = jax.process_index() == 0
@@ -383,7 +305,7 @@ class TrainLoop:
         step = int(jax.device_get(state.step))
         if step >= self.total_steps or self.stopped_early:
             return state
-        batches = self.batches(step)
+        batches = self.steps.batches(step)
         self.window, self.window_start, self.window_steps = None, time.perf_counter(), 0
         self.pending: list[tuple[int, Any]] = []
         bar = tqdm.tqdm(
@@ -401,7 +323,7 @@ class TrainLoop:
                 with jax.profiler.TraceAnnotation("host: the next block of batches"):
                     block = next_block(batches, step - first)
                     block = sharding.block_to_global(block, self.mesh)
-                state, sums = self.p_train(state, block)
+                state, sums = self.steps.train(state, block)
                 self.pending.append((first, sums))
                 if len(self.pending) > MAX_PENDING_CALLS:
                     self._record(keep_last=True)
@@ -470,11 +392,7 @@ class TrainLoop:
         self.window_start = time.perf_counter()  # throughput leaves validation and saves out
 
     def _track_best(self, value: float) -> None:
-        lower_is_better = self.config.best_metric.endswith("loss")
-        better = self.best_value is None or (
-            value < self.best_value if lower_is_better else value > self.best_value
-        )
-        if better:
+        if metrics_lib.improves(self.config.best_metric, value, self.best_value):
             self.best_value, self.validations_without_gain = value, 0
             return
         self.validations_without_gain += 1
@@ -484,7 +402,7 @@ class TrainLoop:
     def _validate(self, state: TrainState, step: int, bar) -> dict | None:
         if not self.inputs.split_sizes.get("validation", 0):
             return None
-        val = evaluate(self.p_eval, state, self.inputs, "validation", self.mesh)
+        val = evaluate(self.steps.evaluate, state, self.inputs, "validation", self.mesh)
         self.log.write_scalars(step, {f"val_{k}": v for k, v in val.items()})
         if self.is_main:
             bar.write(f"step {step}: val_accuracy {val['accuracy']:.4f} val_loss {val['loss']:.4f}")

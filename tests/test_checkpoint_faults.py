@@ -18,11 +18,17 @@ from flaxcls import runs
 from flaxcls import train as train_lib
 from flaxcls.checkpoint import Checkpointer, CheckpointError
 from flaxcls.errors import ConfigError
-from tests.helpers import tiny_config, write_npz
+from tests.helpers import (
+    LONG,
+    assert_same_params,
+    largest_file,
+    restored_state,
+    tiny_config,
+    trained_run,
+    write_npz,
+)
 from tests.killing import finished_steps
 from tests.launch import ROOT, env_for, write_config
-from tests.test_faults import LONG, _assert_same_params, _largest_file, _trained
-from tests.test_train import _params
 
 
 def _truncate(path):
@@ -31,9 +37,9 @@ def _truncate(path):
 
 
 def test_damaged_newest_step_is_quarantined_and_saved_afresh(tmp_path, capsys):
-    config, workdir = _trained(tmp_path)
-    original = _params(workdir, config, step=20)
-    _truncate(_largest_file(os.path.join(workdir, "checkpoints", "20")))
+    config, workdir = trained_run(tmp_path)
+    original = restored_state(workdir, config, step=20)
+    _truncate(largest_file(os.path.join(workdir, "checkpoints", "20")))
     capsys.readouterr()
     train_lib.train_and_evaluate(config, workdir)  # the same command again
     out = capsys.readouterr().out
@@ -44,17 +50,17 @@ def test_damaged_newest_step_is_quarantined_and_saved_afresh(tmp_path, capsys):
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"))
     assert checkpointer.verify(20) is None and os.path.isfile(checkpointer._manifest_path(20))
     checkpointer.close()
-    _assert_same_params(_params(workdir, config, step=20), original)  # redone and saved again
+    assert_same_params(restored_state(workdir, config, step=20), original)  # redone and saved again
 
 
 @pytest.mark.parametrize("which", ["best", "latest"])
 def test_every_mode_falls_back_to_the_newest_intact_step(tmp_path, capsys, which):
-    config, workdir = _trained(tmp_path, eval_every_epochs=1.0)  # validates: a best step exists
+    config, workdir = trained_run(tmp_path, eval_every_epochs=1.0)  # validates: a best step exists
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"))
     damaged = checkpointer.best_step() if which == "best" else checkpointer.latest_step()
     intact = sorted(s for s in checkpointer.manager.all_steps() if s != damaged)[-1]
     checkpointer.close()
-    _truncate(_largest_file(os.path.join(workdir, "checkpoints", str(damaged))))
+    _truncate(largest_file(os.path.join(workdir, "checkpoints", str(damaged))))
     capsys.readouterr()
     run = runs.load_run(workdir, which)  # evaluate, export, predict and init_from start here
     assert run.step == intact
@@ -63,21 +69,21 @@ def test_every_mode_falls_back_to_the_newest_intact_step(tmp_path, capsys, which
 
 
 def test_a_failed_restore_does_not_poison_the_next(tmp_path, capsys):
-    config, workdir = _trained(tmp_path)
+    config, workdir = trained_run(tmp_path)
     newest = os.path.join(workdir, "checkpoints", "20")
     for root, _, names in os.walk(newest):
         for name in names:
             os.remove(os.path.join(root, name))
     os.remove(os.path.join(workdir, "checkpoints", "checksums", "20.json"))
-    assert int(_params(workdir, config).step) == 15
+    assert int(restored_state(workdir, config).step) == 15
     assert "Restored step 15 instead" in capsys.readouterr().out
 
 
 def test_a_corrupt_manifest_is_one_warning_and_a_fallback(tmp_path, capsys):
-    config, workdir = _trained(tmp_path)
+    config, workdir = trained_run(tmp_path)
     with open(os.path.join(workdir, "checkpoints", "checksums", "20.json"), "w") as f:
         f.write('{"ocdbt.process_0/manifest.ocdbt": [12, "ab')
-    assert int(_params(workdir, config).step) == 15
+    assert int(restored_state(workdir, config).step) == 15
     assert "checksums/20.json is unreadable" in capsys.readouterr().out
 
 
@@ -93,7 +99,7 @@ def _refuse_writes_under(directory, monkeypatch):
 
 
 def test_unwritable_checkpoints_stop_before_training_naming_the_kept_step(tmp_path, monkeypatch):
-    config, workdir = _trained(tmp_path)
+    config, workdir = trained_run(tmp_path)
     config.num_train_steps = 40
     _refuse_writes_under(os.path.join(workdir, "checkpoints"), monkeypatch)
     with pytest.raises(CheckpointError, match="Read-only file system.*step 20 is kept as it is"):

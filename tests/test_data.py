@@ -6,9 +6,19 @@ import types
 import numpy as np
 import pytest
 
-from flaxcls.data import DatasetNotPreparedError, augment, idx, pipeline, sources
+from flaxcls.data import (
+    ArraySplit,
+    DatasetNotPreparedError,
+    Layout,
+    Normalizer,
+    augment,
+    build_input,
+    idx,
+    pipeline,
+    sources,
+)
 from flaxcls.data.datasets import get_dataset_info
-from flaxcls.data.input import build_input
+from flaxcls.errors import ConfigError
 from tests.helpers import tiny_config, write_npz
 
 
@@ -113,28 +123,114 @@ def test_random_crop_and_flip_match_a_loop_reference():
         np.testing.assert_array_equal(got[i], expected)
 
 
-@pytest.mark.parametrize("process_count", [1, 3])
-def test_eval_batches_cover_every_example_once(process_count):
-    n, batch = 53, 12  # 53 divides neither the batch nor the process count
-    split = sources.ArraySplit(np.zeros((n, 2, 2, 1), np.uint8), np.arange(n, dtype=np.int32))
-    normalize = pipeline.Normalizer((0.0,), (1.0,))
+@pytest.mark.parametrize("process_count,device_count", [(1, 1), (3, 3), (1, 8), (2, 8)])
+def test_eval_batches_cover_every_example_once(process_count, device_count):
+    n, batch = 53, 12  # 53 divides neither the batch nor the process count; 12 not the devices
+    split = ArraySplit(np.zeros((n, 2, 2, 1), np.uint8), np.arange(n, dtype=np.int32))
+    normalize = Normalizer((0.0,), (1.0,))
+    rows = -(-batch // device_count) * device_count  # 12 -> 16 rows on 8 devices
     seen, steps = [], []
     for p in range(process_count):
-        batches = list(
-            pipeline.eval_batches(
-                split,
-                global_batch_size=batch,
-                normalize=normalize,
-                process_index=p,
-                process_count=process_count,
-            )
-        )
+        layout = Layout(batch, batch, 0, p, process_count, device_count)
+        batches = list(pipeline.eval_batches(split, layout, normalize=normalize))
         steps.append(len(batches))
         for b in batches:
-            assert b["label"].shape == (batch // process_count,)
+            assert b["label"].shape == (rows // process_count,)
             seen.extend(b["label"][b["mask"] == 1].tolist())
-    assert len(set(steps)) == 1
+    assert steps == [layout.eval_steps(n)] * process_count == [5] * process_count
     assert sorted(seen) == list(range(n))
+
+
+def test_eval_batch_of_500_pads_to_504_rows_on_8_devices(tmp_path):
+    cfg = tiny_config(write_npz(str(tmp_path), n_test=1100)).data
+    inputs = build_input(cfg, global_batch_size=16, eval_batch_size=500, seed=0, device_count=8)
+    batches = list(inputs.evaluate("test"))
+    assert len(batches) == inputs.eval_steps("test") == 3
+    assert [len(b["label"]) for b in batches] == [504] * 3
+    assert [int(b["mask"].sum()) for b in batches] == [500, 500, 100]
+    np.testing.assert_array_equal(batches[0]["mask"][496:], [1, 1, 1, 1, 0, 0, 0, 0])
+    real = np.concatenate([b["label"][b["mask"] == 1] for b in batches])
+    with np.load(cfg.path) as f:
+        np.testing.assert_array_equal(real, f["test_labels"])
+
+
+def test_padded_evaluation_has_the_metrics_of_an_unpadded_one(tmp_path):
+    """500 -> 504 rows on 8 devices: the 4 masked rows change nothing, not even the count."""
+    import jax
+    import optax
+
+    from flaxcls import create_train_state, eval_step
+    from flaxcls.metrics import add_sums, summarize
+    from tests.helpers import TinyNet
+
+    cfg = tiny_config(write_npz(str(tmp_path), n_test=1100)).data
+    state = create_train_state(TinyNet(), optax.sgd(0.1), jax.random.PRNGKey(0), (28, 28, 1))
+    step = jax.jit(eval_step)
+
+    def evaluate(device_count):
+        inputs = build_input(
+            cfg, global_batch_size=16, eval_batch_size=500, seed=0, device_count=device_count
+        )
+        total, rows = None, set()
+        for batch in inputs.evaluate("test"):
+            rows.add(len(batch["label"]))
+            total = add_sums(total, jax.device_get(step(state, batch)))
+        return summarize(total), rows
+
+    padded, padded_rows = evaluate(8)
+    plain, plain_rows = evaluate(1)
+    assert padded_rows == {504} and plain_rows == {500}
+    assert padded["num_examples"] == plain["num_examples"] == 1100
+    assert padded["accuracy"] == plain["accuracy"]
+    assert padded["top5_accuracy"] == plain["top5_accuracy"]
+    assert padded["loss"] == pytest.approx(plain["loss"], rel=1e-6)
+
+
+def test_normalizer_is_one_formula_for_numpy_jax_and_tensorflow():
+    import jax.numpy as jnp
+
+    mean, std = (0.2, 0.5, 0.7), (0.3, 0.25, 0.2)
+    normalize = Normalizer(mean, std)
+    pixels = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1).repeat(3, axis=-1)
+    expected = (pixels / 255.0 - np.array(mean)) / np.array(std)
+    on_host = normalize(pixels)
+    assert on_host.dtype == np.float32
+    np.testing.assert_allclose(on_host, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(normalize(jnp.asarray(pixels))), on_host)
+    np.testing.assert_array_equal(normalize.to_uint8(on_host), pixels)
+    tf = pytest.importorskip("tensorflow")
+    in_tf = normalize.apply(tf.cast(tf.constant(pixels), tf.float32))
+    np.testing.assert_array_equal(in_tf.numpy(), on_host)
+
+
+def test_layout_pads_evaluation_rows_to_the_devices_and_processes():
+    assert Layout(64, 500, 0, device_count=8).eval_rows == 504
+    assert Layout(64, 504, 0, device_count=8).eval_rows == 504
+    assert Layout(64, 500, 0, 1, 2, device_count=8).eval_share() == slice(252, 504)
+    assert Layout(64, 7, 0, 0, 3).eval_rows == 9  # three processes of one device each
+    with pytest.raises(ConfigError, match="batch_size=64 does not divide over 3 processes"):
+        Layout(64, 500, 0, 0, 3).train_share()
+
+
+def test_every_source_is_resolved_through_the_registry(tmp_path):
+    npz = write_npz(str(tmp_path))
+    picks = {
+        ("custom", "auto", npz): "custom",
+        ("folder", "auto", str(tmp_path)): "folder",
+        ("fashion_mnist", "auto", npz): "npz",
+        ("fashion_mnist", "auto", str(tmp_path)): "idx",
+        ("cifar10", "auto", ""): "tfds",
+        ("cifar10", "tfds", ""): "tfds",
+        ("mnist", "idx", str(tmp_path)): "idx",
+    }
+    for (dataset, source, path), expected in picks.items():
+        cfg = types.SimpleNamespace(dataset=dataset, source=source, path=path)
+        assert sources.source_name(cfg) == expected
+        assert expected in sources.SOURCES
+    with pytest.raises(ConfigError, match="data.source='folder'; choose one of auto, tfds, idx"):
+        sources.source_name(types.SimpleNamespace(dataset="cifar10", source="folder", path=""))
+    with pytest.raises(ConfigError, match="data.dataset='custom' needs data.path"):
+        sources.load_splits(tiny_config("", **{"data.source": "auto"}).data)
 
 
 def test_unprepared_tfds_dataset_fails_at_once(tmp_path):

@@ -12,6 +12,9 @@ import pytest
 from tests.helpers import write_npz
 from tests.launch import ROOT, env_for
 
+# Subprocess runs on 1 and 8 simulated devices.
+pytestmark = pytest.mark.slow
+
 TRAIN = """
 import sys
 import jax
@@ -20,8 +23,7 @@ from flaxcls import runs, sharding
 from flaxcls import train as train_lib
 from flaxcls.data import build_input
 from flaxcls.optim import create_optimizer
-from tests.helpers import tiny_config
-from tests.test_train import _params
+from tests.helpers import restored_state, tiny_config
 
 npz, workdir, out, layout = sys.argv[1:]
 config = tiny_config(npz, **{"model.name": "seed_cnn",
@@ -31,7 +33,7 @@ config = tiny_config(npz, **{"model.name": "seed_cnn",
                              # in near-zero gradients into visible parameter differences.
                              "optimizer.name": "sgd", "optimizer.learning_rate": 0.01})
 metrics = train_lib.train_and_evaluate(config, workdir)
-state = _params(workdir, config)
+state = restored_state(workdir, config)
 leaves = [np.asarray(x) for x in jax.tree.leaves((state.params, state.batch_stats))]
 
 # How the run laid out its state: the leaves split over the devices, and one device's share.

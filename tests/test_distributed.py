@@ -11,9 +11,11 @@ import pytest
 from flaxcls import eval_step
 from flaxcls import metrics as metrics_lib
 from flaxcls.data import build_input
-from tests.helpers import tiny_config, write_npz
+from tests.helpers import restored_state, tiny_config, write_npz
 from tests.launch import run_py, write_config
-from tests.test_train import _params
+
+# Subprocess runs on 1, 2, 4 and 8 devices and two processes.
+pytestmark = pytest.mark.slow
 
 # The seed CNN keeps eight steps well conditioned, so float tolerances hold; BatchNorm over the
 # global batch is the same jit program on any layout (tests/test_devices.py, tests/test_pmap.py).
@@ -56,22 +58,28 @@ def runs(tmp_path_factory):
 
 def test_eight_devices_and_two_processes_train_as_four_devices(runs):
     ref, moved, _, config = runs
-    _assert_same(_params(ref, config, 4), _params(moved, config, 4), "1 process x 8 devices")
-    _assert_same(_params(ref, config, 6), _params(moved, config, 6), "2 processes x 2 devices")
+    _assert_same(
+        restored_state(ref, config, 4), restored_state(moved, config, 4), "1 process x 8 devices"
+    )
+    _assert_same(
+        restored_state(ref, config, 6), restored_state(moved, config, 6), "2 processes x 2 devices"
+    )
 
 
 def test_checkpoints_move_between_topologies(runs):
     # Step 4 was saved by 8 devices and restored by 2 processes; step 6 was saved by 2
     # processes and restored by 1 device, which ran to step 8.
     ref, moved, _, config = runs
-    _assert_same(_params(ref, config, 8), _params(moved, config, 8), "8 -> 2 processes -> 1")
+    _assert_same(
+        restored_state(ref, config, 8), restored_state(moved, config, 8), "8 -> 2 processes -> 1"
+    )
 
 
 def test_evaluation_on_two_processes_counts_every_example_once(runs):
     ref, moved, two_process_test, config = runs
     assert two_process_test["step"] == 6
     assert two_process_test["num_examples"] == N_TEST
-    state = _params(moved, config, 6)  # evaluated again here, on one device
+    state = restored_state(moved, config, 6)  # evaluated again here, on one device
     inputs = build_input(
         config.data, global_batch_size=16, eval_batch_size=config.eval_batch_size, seed=0
     )

@@ -9,8 +9,7 @@ from flaxcls import create_train_state, eval_step, train_step
 from flaxcls import train as train_lib
 from flaxcls.errors import ConfigError
 from flaxcls.steps import predict
-from tests.helpers import tiny_config, write_npz
-from tests.test_steps import TinyNet, _batch
+from tests.helpers import TinyNet, tiny_batch, tiny_config, write_npz
 
 DECAY = 0.8
 
@@ -27,7 +26,7 @@ def test_ema_follows_the_weights_by_hand():
     expected = _weights(state)
     step = jax.jit(train_step)
     for t in range(12):
-        state, _ = step(state, _batch(seed=t))
+        state, _ = step(state, tiny_batch(seed=t))
         d = min(DECAY, (1 + t) / (10 + t))
         expected = jax.tree.map(lambda e, w, d=d: d * e + (1 - d) * w, expected, _weights(state))
     got = jax.tree.leaves(jax.device_get(state.ema))
@@ -43,11 +42,11 @@ def test_evaluation_uses_the_average():
         TinyNet(), optax.sgd(0.5), jax.random.PRNGKey(0), (8, 8, 3), ema_decay=DECAY
     )
     for t in range(5):
-        state, _ = jax.jit(train_step)(state, _batch(seed=t))
+        state, _ = jax.jit(train_step)(state, tiny_batch(seed=t))
     as_weights = state.replace(
         params=state.ema["params"], batch_stats=state.ema["batch_stats"], ema=None
     )
-    batch = _batch(seed=99)
+    batch = tiny_batch(seed=99)
     np.testing.assert_allclose(
         predict(state, batch["image"]), predict(as_weights, batch["image"]), rtol=1e-6
     )
@@ -59,7 +58,7 @@ def test_evaluation_uses_the_average():
 
 def test_no_average_unless_asked():
     state = create_train_state(TinyNet(), optax.sgd(0.5), jax.random.PRNGKey(0), (8, 8, 3))
-    state, _ = jax.jit(train_step)(state, _batch())
+    state, _ = jax.jit(train_step)(state, tiny_batch())
     assert state.ema is None
 
 

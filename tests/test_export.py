@@ -23,6 +23,7 @@ def _train(tmp_path, model):
     return workdir
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["seed_cnn", "fast_cnn_small", "cifar_resnet20"])
 def test_exports_match_jax_on_every_image(tmp_path, model):
     workdir = _train(tmp_path, model)

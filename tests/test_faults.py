@@ -17,24 +17,21 @@ from flaxcls.checkpoint import CheckpointError
 from flaxcls.data import pipeline
 from flaxcls.errors import TrainingStopped
 from flaxcls.models import get_model
-from tests.helpers import tiny_config, write_npz
+from tests.helpers import (
+    LONG,
+    assert_same_params,
+    largest_file,
+    poison_when_first_label_is_zero,
+    restored_state,
+    tiny_config,
+    trained_run,
+    write_npz,
+)
 from tests.killing import finished_steps, run_with_kills
 from tests.launch import write_config
-from tests.test_train import _params
-
-LONG = {
-    "num_train_steps": 300,
-    "checkpoint_every_steps": 5,
-    "keep_checkpoints": 2,
-    "log_every_steps": 10,
-}
 
 
-def _assert_same_params(a, b):
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-
-
+@pytest.mark.slow
 def test_killed_at_random_moments_ends_bit_identical(tmp_path):
     npz = write_npz(str(tmp_path))
     cache = str(tmp_path / "jax_cache")  # restarts skip recompiling
@@ -44,31 +41,18 @@ def test_killed_at_random_moments_ends_bit_identical(tmp_path):
     assert (report.kills, report.resumes, report.lost) == (3, 3, 0), report
     reference = tiny_config(npz, **LONG)
     train_lib.train_and_evaluate(reference, str(tmp_path / "reference"))
-    killed = _params(str(tmp_path / "killed"), reference)
+    killed = restored_state(str(tmp_path / "killed"), reference)
     assert int(killed.step) == 300
-    _assert_same_params(killed, _params(str(tmp_path / "reference"), reference))
-
-
-def _trained(tmp_path, **overrides):
-    settings = {**LONG, "num_train_steps": 20, "eval_every_epochs": 100.0, **overrides}
-    config = tiny_config(write_npz(str(tmp_path)), **settings)
-    workdir = str(tmp_path / "run")
-    train_lib.train_and_evaluate(config, workdir)
-    return config, workdir
-
-
-def _largest_file(step_dir):
-    files = [os.path.join(r, n) for r, _, ns in os.walk(step_dir) for n in ns]
-    return max(files, key=os.path.getsize)
+    assert_same_params(killed, restored_state(str(tmp_path / "reference"), reference))
 
 
 @pytest.mark.parametrize("damage", ["truncate", "bitflip", "delete"])
 def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys, damage):
-    config, workdir = _trained(tmp_path)
+    config, workdir = trained_run(tmp_path)
     steps = finished_steps(workdir)
     assert steps[-2:] == [15, 20]
-    previous = _params(workdir, config, step=15)
-    target = _largest_file(os.path.join(workdir, "checkpoints", "20"))
+    previous = restored_state(workdir, config, step=15)
+    target = largest_file(os.path.join(workdir, "checkpoints", "20"))
     data = open(target, "rb").read()
     if damage == "truncate":
         open(target, "wb").write(data[: len(data) // 2])
@@ -79,19 +63,19 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, caps
     else:
         os.remove(target)
     capsys.readouterr()
-    restored = _params(workdir, config)  # the latest: 20 is refused, 15 is used
+    restored = restored_state(workdir, config)  # the latest: 20 is refused, 15 is used
     message = capsys.readouterr().out
     assert "step 20" in message and "Restored step 15 instead" in message
     assert int(restored.step) == 15
-    _assert_same_params(restored, previous)
+    assert_same_params(restored, previous)
 
 
 def test_no_usable_checkpoint_is_a_clear_error(tmp_path):
-    config, workdir = _trained(tmp_path, keep_checkpoints=1)
+    config, workdir = trained_run(tmp_path, keep_checkpoints=1)
     for step in finished_steps(workdir):
-        os.remove(_largest_file(os.path.join(workdir, "checkpoints", str(step))))
+        os.remove(largest_file(os.path.join(workdir, "checkpoints", str(step))))
     with pytest.raises(CheckpointError, match="no usable checkpoint.*Moved aside, not deleted"):
-        _params(workdir, config)
+        restored_state(workdir, config)
 
 
 def _failing_saves_from(monkeypatch, first_failing_step):
@@ -114,9 +98,9 @@ def test_disk_full_stops_with_the_last_checkpoint_intact(tmp_path, monkeypatch):
     with pytest.raises(CheckpointError, match="step 15 .*No space left.*step 10 is intact"):
         train_lib.train_and_evaluate(config, workdir)
     monkeypatch.undo()
-    assert int(_params(workdir, config).step) == 10
+    assert int(restored_state(workdir, config).step) == 10
     train_lib.train_and_evaluate(config, workdir)  # space again: the same command resumes
-    assert int(_params(workdir, config).step) == 20
+    assert int(restored_state(workdir, config).step) == 20
 
 
 def test_disk_full_can_be_survived_by_option(tmp_path, monkeypatch, capsys):
@@ -143,28 +127,18 @@ def test_nan_stops_at_its_step_and_keeps_finite_checkpoints(tmp_path):
     )
     with pytest.raises(TrainingStopped, match=r"stopped at step (\d+)"):
         train_lib.train_and_evaluate(config, str(tmp_path / "run"))
-    saved = _params(str(tmp_path / "run"), config)
+    saved = restored_state(str(tmp_path / "run"), config)
     assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(saved.params))
-
-
-def _poison_when_first_label_is_zero(monkeypatch):
-    real = steps_lib._training_loss
-
-    def poisoned(logits, batch, label_smoothing):
-        loss = real(logits, batch, label_smoothing)
-        return loss * jnp.where(batch["label"][0] == 0, jnp.nan, 1.0)
-
-    monkeypatch.setattr(steps_lib, "_training_loss", poisoned)
 
 
 @pytest.mark.parametrize("steps_per_dispatch", [1, 8])
 def test_nan_updates_are_skipped_and_counted_by_option(tmp_path, monkeypatch, steps_per_dispatch):
-    _poison_when_first_label_is_zero(monkeypatch)
+    poison_when_first_label_is_zero(monkeypatch)
     npz = write_npz(str(tmp_path))
     overrides = {"nonfinite": "skip", "num_train_steps": 30, "log_every_steps": 30}
     config = tiny_config(npz, **overrides, steps_per_dispatch=steps_per_dispatch)
     train_lib.train_and_evaluate(config, str(tmp_path / "run"))
-    state = _params(str(tmp_path / "run"), config)
+    state = restored_state(str(tmp_path / "run"), config)
     assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(state.params))
     labels = np.load(npz)["labels"][:60]  # the 60 training examples (25% validation held out)
     poisoned = sum(
@@ -186,5 +160,5 @@ def test_skipped_update_leaves_params_and_batch_stats(tmp_path):
     }
     new, sums = jax.jit(steps_lib.train_step)(state, batch)
     assert float(sums["nonfinite"]) == 1.0
-    _assert_same_params(new.params, state.params)
-    _assert_same_params(new.batch_stats, state.batch_stats)
+    assert_same_params(new.params, state.params)
+    assert_same_params(new.batch_stats, state.batch_stats)

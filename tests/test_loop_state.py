@@ -9,9 +9,14 @@ import pytest
 
 from flaxcls import train as train_lib
 from flaxcls.checkpoint import Checkpointer
-from tests.helpers import tiny_config, write_npz
-from tests.test_faults import _assert_same_params, _poison_when_first_label_is_zero
-from tests.test_train import _crash_after, _params
+from tests.helpers import (
+    assert_same_params,
+    crash_after,
+    poison_when_first_label_is_zero,
+    restored_state,
+    tiny_config,
+    write_npz,
+)
 
 SETTINGS = {
     "nonfinite": "skip",  # some steps are poisoned: the skip count must carry over
@@ -27,7 +32,7 @@ def _summary(workdir):
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), best_metric="val_loss")
     try:
         latest = checkpointer.latest_step()
-        loop = checkpointer.restore(_params(workdir, _summary.config), latest).loop
+        loop = checkpointer.restore(restored_state(workdir, _summary.config), latest).loop
         kept = sorted(checkpointer.manager.all_steps())
         best = checkpointer.best_step()
     finally:
@@ -38,7 +43,7 @@ def _summary(workdir):
 
 
 def test_resume_stops_early_keeps_the_best_and_counts_skips_as_uninterrupted(tmp_path, monkeypatch):
-    _poison_when_first_label_is_zero(monkeypatch)
+    poison_when_first_label_is_zero(monkeypatch)
     config = tiny_config(write_npz(str(tmp_path)), **SETTINGS)
     _summary.config = config
     straight = str(tmp_path / "straight")
@@ -49,7 +54,7 @@ def test_resume_stops_early_keeps_the_best_and_counts_skips_as_uninterrupted(tmp
 
     interrupted = str(tmp_path / "interrupted")
     with monkeypatch.context() as m:
-        _crash_after(expected["latest"] - 5, m)  # after a validation without gain
+        crash_after(expected["latest"] - 5, m)  # after a validation without gain
         with pytest.raises(KeyboardInterrupt):
             train_lib.train_and_evaluate(config, interrupted)
     checkpointer = Checkpointer(os.path.join(interrupted, "checkpoints"))
@@ -58,7 +63,7 @@ def test_resume_stops_early_keeps_the_best_and_counts_skips_as_uninterrupted(tmp
     assert 0 < crashed_at < expected["latest"]
     train_lib.train_and_evaluate(config, interrupted)  # resumes
     assert _summary(interrupted) == expected
-    _assert_same_params(_params(interrupted, config), _params(straight, config))
+    assert_same_params(restored_state(interrupted, config), restored_state(straight, config))
 
     train_lib.train_and_evaluate(config, interrupted)  # a stopped run stays stopped
     assert _summary(interrupted) == expected

@@ -9,11 +9,11 @@ import time
 
 import jax
 import numpy as np
+import pytest
 
 from flaxcls import train as train_lib
-from tests.helpers import tiny_config, write_npz
+from tests.helpers import restored_state, tiny_config, write_npz
 from tests.launch import ROOT, env_for, run_py, write_config
-from tests.test_train import _params
 
 OVERRIDES = {
     "steps_per_dispatch": 8,  # SIGTERM acts at the boundary of a call of several steps
@@ -23,6 +23,7 @@ OVERRIDES = {
 }
 
 
+@pytest.mark.slow
 def test_sigterm_saves_and_the_restart_matches_an_uninterrupted_run(tmp_path):
     npz = write_npz(str(tmp_path))
     config = write_config(str(tmp_path), npz, **OVERRIDES)
@@ -52,7 +53,7 @@ def test_sigterm_saves_and_the_restart_matches_an_uninterrupted_run(tmp_path):
     cfg = tiny_config(npz, **OVERRIDES)
     uninterrupted = str(tmp_path / "uninterrupted")
     train_lib.train_and_evaluate(cfg, uninterrupted)
-    a, b = _params(stopped, cfg), _params(uninterrupted, cfg)
+    a, b = restored_state(stopped, cfg), restored_state(uninterrupted, cfg)
     assert int(a.step) == int(b.step) == 800
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

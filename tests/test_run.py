@@ -78,6 +78,7 @@ def _mock_run(config: str, workdir, *overrides: str):
     )
 
 
+@pytest.mark.slow
 def test_cifar10_config_end_to_end_on_mock_data(tmp_path):
     workdir = tmp_path / "cifar10"
     result = _mock_run("configs/cifar10.py", workdir, "--config.num_epochs=2")
@@ -91,6 +92,7 @@ def test_cifar10_config_end_to_end_on_mock_data(tmp_path):
     assert os.path.isdir(workdir / "tensorboard") and os.path.isfile(workdir / "config.json")
 
 
+@pytest.mark.slow
 def test_cifar10_fast_recipe_end_to_end_on_mock_data(tmp_path):
     """The speed recipe's pieces together: whitened frozen stem, bfloat16, device-held data,
     flip TTA, no validation split."""
@@ -102,6 +104,7 @@ def test_cifar10_fast_recipe_end_to_end_on_mock_data(tmp_path):
     assert metrics["num_examples"] == 64 and metrics["step"] == 3
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     not os.path.isdir("/usr/share/datasets/fashion-mnist"),
     reason="apt-get install dataset-fashion-mnist",

@@ -13,8 +13,7 @@ from flaxcls.data.mixing import mix_batch, random_erasing
 from flaxcls.metrics import cross_entropy
 from flaxcls.models import get_model
 from flaxcls.steps import _training_loss, create_train_state, eval_step
-from tests.helpers import tiny_config, write_npz
-from tests.test_train import _params
+from tests.helpers import restored_state, tiny_config, write_npz
 
 
 def _batch(n=8, h=6, w=5, c=2, seed=0):
@@ -166,9 +165,9 @@ def test_in_step_augmentations_train_alike_from_host_and_device_data(tmp_path):
     host = train_lib.train_and_evaluate(host_config, str(tmp_path / "host"))
     device = train_lib.train_and_evaluate(device_config, str(tmp_path / "device"))
     train_lib.train_and_evaluate(plain_config, str(tmp_path / "plain"))
-    a = _params(str(tmp_path / "host"), host_config)
-    b = _params(str(tmp_path / "device"), device_config)
-    c = _params(str(tmp_path / "plain"), plain_config)
+    a = restored_state(str(tmp_path / "host"), host_config)
+    b = restored_state(str(tmp_path / "device"), device_config)
+    c = restored_state(str(tmp_path / "plain"), plain_config)
     for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params), strict=True):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-6)
     assert not np.allclose(

@@ -16,8 +16,7 @@ from flaxcls.checkpoint import Checkpointer
 from flaxcls.errors import TrainingStopped
 from flaxcls.models import get_model
 from flaxcls.steps import create_train_state, train_step
-from tests.helpers import tiny_config, write_npz
-from tests.test_train import _crash_after, _params
+from tests.helpers import crash_after, restored_state, tiny_config, write_npz
 
 # 60 training examples in batches of 16: 3 steps an epoch, so validation every 3 steps, logs
 # every 4 and 20 steps in all: calls of 8 cross every kind of boundary and end on a short one.
@@ -72,7 +71,7 @@ def test_eight_steps_per_call_train_as_one(tmp_path, on_device):
         )
         workdirs[k] = str(tmp_path / f"k{k}")
         results[k] = train_lib.train_and_evaluate(config, workdirs[k])
-    a, b = _params(workdirs[1], config), _params(workdirs[8], config)
+    a, b = restored_state(workdirs[1], config), restored_state(workdirs[8], config)
     assert int(a.step) == int(b.step) == 20
     for x, y in zip(_leaves(a), _leaves(b), strict=True):
         np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
@@ -99,13 +98,13 @@ def test_resumed_eight_step_calls_equal_an_uninterrupted_run(tmp_path, monkeypat
 
     interrupted = str(tmp_path / "interrupted")
     with monkeypatch.context() as m:
-        _crash_after(17, m)  # inside the third call's block
+        crash_after(17, m)  # inside the third call's block
         with pytest.raises(KeyboardInterrupt):
             train_lib.train_and_evaluate(config, interrupted)
     assert Checkpointer(os.path.join(interrupted, "checkpoints")).latest_step() == 16
     train_lib.train_and_evaluate(config, interrupted)  # resumes at step 16: one call of 4
 
-    a, b = _params(straight, config), _params(interrupted, config)
+    a, b = restored_state(straight, config), restored_state(interrupted, config)
     assert int(a.step) == int(b.step) == 20
     for x, y in zip(_leaves(a), _leaves(b), strict=True):
         np.testing.assert_array_equal(x, y)

@@ -16,8 +16,9 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 tfds = pytest.importorskip("tensorflow_datasets")
 
-from flaxcls.data import build_input, datasets, streaming  # noqa: E402
+from flaxcls.data import Layout, build_input, datasets, streaming  # noqa: E402
 from flaxcls.data.sources import DatasetNotPreparedError  # noqa: E402
+from flaxcls.errors import ConfigError  # noqa: E402
 
 MOCK_EXAMPLES = 13  # not a multiple of the batch, so batches straddle epoch boundaries
 TINY_TRAIN, TINY_TEST = 53, 23  # 23 divides neither the eval batch (6) nor the processes (2)
@@ -176,7 +177,9 @@ def tiny_dir(tmp_path_factory):
 
 @pytest.fixture
 def tiny_input(tiny_dir, monkeypatch):
-    def make(process_index=0, process_count=1, test_split="validation", **overrides):
+    def make(
+        process_index=0, process_count=1, test_split="validation", device_count=1, **overrides
+    ):
         info = datasets.DatasetInfo(
             name="tiny_stream",
             num_classes=TINY_TRAIN + TINY_TEST,
@@ -198,6 +201,7 @@ def tiny_input(tiny_dir, monkeypatch):
             seed=0,
             process_index=process_index,
             process_count=process_count,
+            device_count=device_count,
         )
 
     return make
@@ -250,6 +254,45 @@ def test_a_process_without_examples_runs_the_same_steps_on_padding(tiny_input):
     assert len(runs[0]) == len(runs[1]) == 1
     np.testing.assert_array_equal(runs[0][0]["mask"], [1, 0, 0])
     np.testing.assert_array_equal(runs[1][0]["mask"], [0, 0, 0])
+
+
+@pytest.mark.parametrize("process_count", [1, 2])
+def test_evaluation_pads_every_batch_to_a_multiple_of_the_devices(tiny_input, process_count):
+    # 6 examples a step, 8 rows on 4 devices: 23 examples in ceil(23 / 6) = 4 padded steps.
+    runs = [
+        list(tiny_input(i, process_count, device_count=4).evaluate("test"))
+        for i in range(process_count)
+    ]
+    for run in runs:
+        assert len(run) == 4
+        for b in run:
+            assert b["image"].shape == (8 // process_count, 32, 32, 3)
+            assert b["mask"][-1] == 0 and not b["image"][b["mask"] == 0].any()
+    seen = np.concatenate([labels_of(run, masked=True) for run in runs])
+    assert sorted(seen) == list(range(TINY_TRAIN, TINY_TRAIN + TINY_TEST))
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        ({"eval_resize": 16}, "data.eval_resize=16 is smaller than image_size=32"),
+        ({"validation_fraction": 1.0}, r"data.validation_fraction=1.0 must be in \[0, 1\)"),
+        ({"augment": "crop_flip"}, "Unknown augmentation 'crop_flip' for a streamed dataset"),
+    ],
+)
+def test_config_mistakes_are_config_errors(mock_input, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        mock_input(**overrides)
+
+
+def test_a_batch_bigger_than_the_data_is_a_config_error(tiny_dir):
+    builder = tfds.builder("flaxcls_tiny_stream", data_dir=tiny_dir)
+    layout = Layout(global_batch_size=64, eval_batch_size=6, seed=0)
+    batches = streaming.train_batches(
+        builder, "train", 0, layout=layout, shuffle_buffer=8, preprocess=None
+    )
+    with pytest.raises(ConfigError, match="reads 53 training examples, fewer than its batch of 64"):
+        next(batches)
 
 
 def test_unprepared_dataset_fails_at_once(tmp_path):

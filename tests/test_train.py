@@ -1,4 +1,3 @@
-import dataclasses
 import json
 import os
 import types
@@ -7,54 +6,11 @@ import jax
 import numpy as np
 import pytest
 
-from flaxcls import runs, sharding
+from flaxcls import sharding
 from flaxcls import train as train_lib
 from flaxcls.checkpoint import Checkpointer
-from flaxcls.data import build_input
 from flaxcls.errors import TrainingStopped
-from flaxcls.optim import create_optimizer
-from tests.helpers import tiny_config, write_npz
-
-
-def _params(workdir, config, step=None):
-    """The train state of the run in `workdir` at `step` (default: its latest checkpoint),
-    restored onto this process's devices."""
-    inputs = build_input(
-        config.data,
-        global_batch_size=config.batch_size,
-        eval_batch_size=config.eval_batch_size,
-        seed=config.seed,
-    )
-    model = runs.create_model(config, inputs.info.num_classes)
-    tx = create_optimizer(config, inputs.steps_per_epoch(), config.num_train_steps)
-    mesh = sharding.make_mesh()
-    shape = inputs.info.image_shape
-    state = runs.init_state(model, tx, config.seed, shape, mesh, ema_decay=config.ema_decay)
-    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"))
-    try:
-        if step is not None:
-            assert step in checkpointer.manager.all_steps(), checkpointer.manager.all_steps()
-        return checkpointer.restore(state, step).state
-    finally:
-        checkpointer.close()
-
-
-def _crash_after(n_batches, monkeypatch):
-    """Makes the training iterator die after `n_batches`, as a killed process would."""
-    real_build_input = runs.build_input
-
-    def build_input_that_crashes(*args, **kwargs):
-        inputs = real_build_input(*args, **kwargs)
-
-        def train(start_step):
-            it = inputs.train(start_step)
-            for _ in range(n_batches):
-                yield next(it)
-            raise KeyboardInterrupt("simulated preemption")
-
-        return dataclasses.replace(inputs, train=train)
-
-    monkeypatch.setattr(runs, "build_input", build_input_that_crashes)
+from tests.helpers import crash_after, restored_state, tiny_config, write_npz
 
 
 @pytest.mark.parametrize(
@@ -79,13 +35,13 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(
 
     interrupted = str(tmp_path / "interrupted")
     with monkeypatch.context() as m:
-        _crash_after(7, m)
+        crash_after(7, m)
         with pytest.raises(KeyboardInterrupt):
             train_lib.train_and_evaluate(config, interrupted)
     assert Checkpointer(os.path.join(interrupted, "checkpoints")).latest_step() == 6
     train_lib.train_and_evaluate(config, interrupted)  # resumes at step 6
 
-    a, b = _params(straight, config), _params(interrupted, config)
+    a, b = restored_state(straight, config), restored_state(interrupted, config)
     assert int(a.step) == int(b.step) == 10
     assert (a.ema is None) == (ema_decay == 0.0)
     for x, y in zip(

@@ -6,8 +6,7 @@ import numpy as np
 from flaxcls import runs, sharding
 from flaxcls import train as train_lib
 from flaxcls.optim import create_optimizer
-from tests.helpers import tiny_config, write_npz
-from tests.test_train import _params
+from tests.helpers import restored_state, tiny_config, write_npz
 
 
 def _leaves(tree):
@@ -32,7 +31,7 @@ def _pretrained(tmp_path, model="fast_cnn_small", num_classes=5):
         )
     config = tiny_config(npz, **{"model.name": model, "num_train_steps": 4})
     train_lib.train_and_evaluate(config, str(tmp_path / "pretrained"))
-    return _params(str(tmp_path / "pretrained"), config)
+    return restored_state(str(tmp_path / "pretrained"), config)
 
 
 def test_a_hundred_class_checkpoint_starts_a_ten_class_model(tmp_path):
@@ -55,7 +54,7 @@ def test_a_hundred_class_checkpoint_starts_a_ten_class_model(tmp_path):
         },
     )
     train_lib.train_and_evaluate(config, str(tmp_path / "target"))
-    target = _params(str(tmp_path / "target"), config)
+    target = restored_state(str(tmp_path / "target"), config)
     src, dst = _leaves(source.params), _leaves(target.params)
     assert dst["head/kernel"].shape == (128, 10) and src["head/kernel"].shape == (128, 100)
     for path, value in dst.items():
@@ -81,7 +80,7 @@ def test_frozen_backbone_is_bit_identical_after_training(tmp_path):
         },
     )
     train_lib.train_and_evaluate(config, str(tmp_path / "frozen"))
-    frozen = _params(str(tmp_path / "frozen"), config)
+    frozen = restored_state(str(tmp_path / "frozen"), config)
     src, dst = _leaves(source.params), _leaves(frozen.params)
     for path, value in dst.items():
         if not path.startswith("head/"):
@@ -106,8 +105,8 @@ def test_lower_backbone_learning_rate_scales_backbone_updates(tmp_path):
         sharding.make_mesh(),
     )
     start = _leaves(init.params)
-    a = _leaves(_params(str(tmp_path / "full"), full).params)
-    b = _leaves(_params(str(tmp_path / "slow"), slow).params)
+    a = _leaves(restored_state(str(tmp_path / "full"), full).params)
+    b = _leaves(restored_state(str(tmp_path / "slow"), slow).params)
     for path in start:
         expected = 1.0 if path.startswith("head/") else 0.1
         np.testing.assert_allclose(

@@ -8,8 +8,7 @@ from flaxcls import train as train_lib
 from flaxcls.data import build_input
 from flaxcls.errors import ConfigError
 from flaxcls.models.whitening import patch_whitening_kernel
-from tests.helpers import tiny_config, write_npz
-from tests.test_train import _params
+from tests.helpers import restored_state, tiny_config, write_npz
 
 
 def test_whitened_patches_have_identity_covariance():
@@ -45,7 +44,7 @@ def test_whitened_stem_is_set_and_stays_frozen(tmp_path):
         },
     )
     train_lib.train_and_evaluate(config, str(tmp_path / "run"))
-    state = _params(str(tmp_path / "run"), config)
+    state = restored_state(str(tmp_path / "run"), config)
     inputs = build_input(config.data, global_batch_size=16, eval_batch_size=24, seed=0)
     expected = patch_whitening_kernel(inputs.normalizer(inputs.train_split.images[:5000]), 2)
     np.testing.assert_array_equal(np.asarray(state.params["stem"]["kernel"]), expected)

@@ -2,29 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
-
+from flaxcls.data.contract import DatasetInfo
 from flaxcls.errors import ConfigError
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetInfo:
-    """Static facts about a dataset; nothing here depends on where the files live."""
-
-    name: str
-    num_classes: int
-    image_shape: tuple[int, int, int]  # (height, width, channels) as stored; streaming sets resize.
-    mean: tuple[float, ...]  # per-channel, on the 0..1 scale
-    std: tuple[float, ...]
-    tfds_name: str
-    train_split: str = "train"
-    test_split: str = "test"
-    class_names: tuple[str, ...] = ()
-    # Folders where a Debian (or other system) package installs the original IDX files.
-    local_idx_dirs: tuple[str, ...] = ()
-    # Too big to hold in memory: read with tf.data from tfds files instead of as arrays.
-    streaming: bool = False
-
 
 FASHION_MNIST_CLASSES = (
     "T-shirt/top",

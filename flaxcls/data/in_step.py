@@ -10,11 +10,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from flaxcls.data.contract import Batch, Normalizer
 from flaxcls.data.mixing import mix_batch, random_erasing
-from flaxcls.data.pipeline import Normalizer
 from flaxcls.data.randaugment import rand_augment
 
-Batch = dict[str, jax.Array]
 StepAugment = Callable[[jax.Array, Batch], Batch]
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-Batch = dict[str, jax.Array]
+from flaxcls.data.contract import Batch
 
 
 def _box_mask(rng: jax.Array, shape: tuple[int, int], area_fraction: jax.Array) -> jax.Array:

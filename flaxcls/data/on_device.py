@@ -4,7 +4,8 @@ sends only example indices and augmentation draws (a few bytes an example, not i
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -12,9 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Sharding
 
-from flaxcls.data.augment import Augmentation
-from flaxcls.data.pipeline import Normalizer
-from flaxcls.data.sources import ArraySplit
+from flaxcls import sharding
+from flaxcls.data.augment import Augmentation, get_augmentation
+from flaxcls.data.contract import ArraySplit, Input, Normalizer
+from flaxcls.errors import ConfigError
 
 
 def place(split: ArraySplit, replicated: Sharding) -> dict[str, jax.Array]:
@@ -32,14 +34,42 @@ def gather_then(
     """`step(state, batch)` on batches of indices (and augmentation draws, `uniforms`; a batch
     without them is not augmented) into the device-held `data`; `augment` is a jax.numpy
     augmentation (`get_augmentation(xp=jnp)`)."""
-    scale, shift = jnp.asarray(normalizer.scale), jnp.asarray(normalizer.shift)
 
     def step_on_indices(state: Any, batch: dict[str, jax.Array], data: dict[str, jax.Array]):
         index = batch["index"]
         image = data["image"][index]
         if "uniforms" in batch:
             image = augment(image, batch["uniforms"])
-        image = image.astype(jnp.float32) * scale + shift
+        image = normalizer(image)
         return step(state, {"image": image, "label": data["label"][index]})
 
     return step_on_indices
+
+
+def compile_train_step(
+    step: Callable[..., Any],
+    scan: Callable[[Callable], Callable],
+    inputs: Input,
+    augment: str,
+    crop_padding: int,
+    state_sharding: Any,
+    mesh: Any,
+) -> tuple[Callable[..., Any], Callable[[int], Iterator[dict[str, np.ndarray]]]]:
+    """`step` jitted over blocks of (index, draws) into the training split, placed on every
+    device here, and the start step -> blocks' inputs it takes: what the loop calls in place
+    of the step over host batches (the same examples and augmentation draws)."""
+    if inputs.train_split is None:
+        raise ConfigError(
+            f"data.on_device needs a dataset held in memory; {inputs.info.name} is streamed. "
+            "Set --config.data.on_device=False."
+        )
+    replicated = sharding.replicated(mesh)
+    held = place(inputs.train_split, replicated)
+    p_gather = jax.jit(
+        scan(gather_then(step, inputs.normalizer, get_augmentation(augment, crop_padding, jnp))),
+        in_shardings=(state_sharding, sharding.block_sharding(mesh), replicated),
+        out_shardings=(state_sharding, replicated),
+        donate_argnums=0,
+    )
+    draws = functools.partial(inputs.train_indices, with_uniforms=augment != "none")
+    return (lambda state, block: p_gather(state, block, held)), draws

@@ -1,7 +1,10 @@
-"""Where images come from: prepared tfds datasets, original IDX files, or a local .npz.
+"""Where images come from, as one registry: `SOURCES` maps a name to its loader.
 
-Every in-memory source yields the same thing, uint8 NHWC images and int32 labels for the
-`train` and `test` splits, so that splitting, augmentation and batching are written once.
+`tfds`, `idx` and `npz` read a dataset flaxcls knows (`data.dataset` in DATASETS, selected by
+`data.source`); `custom` (arrays in an .npz file or an IDX folder) and `folder` (image files in
+class folders) read your own images, selected by `data.dataset`, and derive the dataset facts
+from them. Every in-memory source yields the same thing, an `ArraySplit` of uint8 NHWC images and
+int32 labels per split, so that splitting, augmentation and batching are written once.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from flaxcls.data import idx
-from flaxcls.data.datasets import DatasetInfo, get_dataset_info
+from flaxcls.data.contract import ArraySplit, DatasetInfo
+from flaxcls.data.datasets import DATASETS, get_dataset_info
 from flaxcls.data.folder import load_folder
 from flaxcls.errors import ConfigError
 
@@ -24,30 +28,22 @@ class DatasetNotPreparedError(RuntimeError):
 
 
 @dataclasses.dataclass(frozen=True)
-class ArraySplit:
-    images: np.ndarray  # uint8, (N, H, W, C)
-    labels: np.ndarray  # int32, (N,)
+class Loaded:
+    """What a source yields: the dataset facts and its splits."""
 
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-    def take(self, index: slice | np.ndarray) -> ArraySplit:
-        return ArraySplit(self.images[index], self.labels[index])
+    info: DatasetInfo
+    # train and test; validation too when the source has its own (else it is carved from train)
+    splits: dict[str, ArraySplit]
 
 
-def resolve_source(data_config: Any, info: DatasetInfo) -> tuple[str, str]:
-    """Returns (kind, path) for `data.source` = auto | tfds | idx | npz."""
-    source, path = data_config.source, data_config.path
-    if source != "auto":
-        if source not in LOADERS:
-            raise ConfigError(f"data.source={source!r}; choose one of auto, {', '.join(LOADERS)}.")
-        return source, path
-    if path:
-        return ("npz" if path.endswith(".npz") else "idx"), path
-    for directory in info.local_idx_dirs:
-        if idx.has_idx_files(directory):
-            return "idx", directory
-    return "tfds", ""
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """A loader, and how a config selects it."""
+
+    load: Callable[[Any], Loaded]  # data config -> facts and splits
+    # True: selected by data.dataset (your own images, facts derived from them);
+    # False: by data.source, for a dataset flaxcls knows.
+    own_data: bool = False
 
 
 def tfds_builder(info: DatasetInfo, data_config: Any):
@@ -70,9 +66,10 @@ def tfds_builder(info: DatasetInfo, data_config: Any):
     )
 
 
-def _load_tfds(info: DatasetInfo, data_config: Any, path: str) -> dict[str, ArraySplit]:
+def _load_tfds(data_config: Any) -> Loaded:
     import tensorflow_datasets as tfds
 
+    info = get_dataset_info(data_config.dataset)
     builder = tfds_builder(info, data_config)
     splits = {}
     for name, tfds_split in (("train", info.train_split), ("test", info.test_split)):
@@ -83,10 +80,45 @@ def _load_tfds(info: DatasetInfo, data_config: Any, path: str) -> dict[str, Arra
         images = np.concatenate([c["image"] for c in chunks]).astype(np.uint8)
         labels = np.concatenate([c["label"] for c in chunks]).astype(np.int32)
         splits[name] = ArraySplit(images, labels)
-    return splits
+    return Loaded(info, splits)
 
 
-def _load_idx(info: DatasetInfo, data_config: Any, path: str) -> dict[str, ArraySplit]:
+def _installed_idx_dir(info: DatasetInfo) -> str:
+    """The first folder where a system package installed the dataset's IDX files, or ''."""
+    return next((d for d in info.local_idx_dirs if idx.has_idx_files(d)), "")
+
+
+def _load_idx(data_config: Any) -> Loaded:
+    info = get_dataset_info(data_config.dataset)
+    return Loaded(info, _read_idx(data_config.path or _installed_idx_dir(info), data_config))
+
+
+def _load_npz(data_config: Any) -> Loaded:
+    return Loaded(get_dataset_info(data_config.dataset), _read_npz(data_config.path, data_config))
+
+
+def _load_custom(data_config: Any) -> Loaded:
+    """Arrays of your own: an .npz file or an IDX folder (`data.source`, or told by the path)."""
+    path = data_config.path
+    kind = data_config.source if data_config.source != "auto" else _file_kind(path)
+    if not path or kind not in FILE_READERS:
+        raise ConfigError("data.dataset='custom' needs data.path (an .npz file or an IDX folder).")
+    splits = FILE_READERS[kind](path, data_config)
+    return Loaded(derive_info(splits["train"], data_config.num_classes), splits)
+
+
+def _load_folder(data_config: Any) -> Loaded:
+    folder = load_folder(data_config)
+    splits = {name: ArraySplit(*arrays) for name, arrays in folder.splits.items()}
+    info = derive_info(splits["train"], len(folder.class_names), folder.class_names, "folder")
+    return Loaded(info, splits)
+
+
+def _file_kind(path: str) -> str:
+    return "npz" if path.endswith(".npz") else "idx"
+
+
+def _read_idx(path: str, data_config: Any) -> dict[str, ArraySplit]:
     if not idx.has_idx_files(path):
         raise FileNotFoundError(
             f"No MNIST-style IDX files in {path!r}: expected train-images-idx3-ubyte[.gz], "
@@ -96,7 +128,7 @@ def _load_idx(info: DatasetInfo, data_config: Any, path: str) -> dict[str, Array
     return {split: ArraySplit(*idx.load_idx_split(path, split)) for split in idx.IDX_FILES}
 
 
-def _load_npz(info: DatasetInfo, data_config: Any, path: str) -> dict[str, ArraySplit]:
+def _read_npz(path: str, data_config: Any) -> dict[str, ArraySplit]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"data.path={path!r}: no such .npz file.")
     with np.load(path, allow_pickle=False) as f:
@@ -111,6 +143,13 @@ def _load_npz(info: DatasetInfo, data_config: Any, path: str) -> dict[str, Array
     # No held-out arrays: the last `test_fraction` of the examples become the test split.
     train, test = split_off(train, data_config.test_fraction, "data.test_fraction")
     return {"train": train, "test": test}
+
+
+# The file formats of `custom`: path, data config -> train and test splits.
+FILE_READERS: dict[str, Callable[[str, Any], dict[str, ArraySplit]]] = {
+    "idx": _read_idx,
+    "npz": _read_npz,
+}
 
 
 def _checked_split(path: str, prefix: str, images: np.ndarray, labels: np.ndarray) -> ArraySplit:
@@ -129,11 +168,55 @@ def _checked_split(path: str, prefix: str, images: np.ndarray, labels: np.ndarra
     return ArraySplit(images, labels.astype(np.int32))
 
 
-LOADERS: dict[str, Callable[[DatasetInfo, Any, str], dict[str, ArraySplit]]] = {
-    "tfds": _load_tfds,
-    "idx": _load_idx,
-    "npz": _load_npz,
+SOURCES: dict[str, Source] = {
+    "tfds": Source(_load_tfds),
+    "idx": Source(_load_idx),
+    "npz": Source(_load_npz),
+    "custom": Source(_load_custom, own_data=True),
+    "folder": Source(_load_folder, own_data=True),
 }
+
+
+def source_name(data_config: Any) -> str:
+    """The SOURCES entry a data config selects.
+
+    `data.dataset` names it for your own images; for a dataset flaxcls knows `data.source` does,
+    and `auto` prefers a given path (.npz file or IDX folder), then IDX files a system package
+    installed, then tfds.
+    """
+    own = SOURCES.get(data_config.dataset)
+    if own is not None and own.own_data:
+        return data_config.dataset
+    info = get_dataset_info(data_config.dataset)  # an unknown name lists the known ones
+    source = data_config.source
+    if source == "auto":
+        if data_config.path:
+            return _file_kind(data_config.path)
+        return "idx" if _installed_idx_dir(info) else "tfds"
+    if source not in SOURCES or SOURCES[source].own_data:
+        known = [name for name, s in SOURCES.items() if not s.own_data]
+        raise ConfigError(f"data.source={source!r}; choose one of auto, {', '.join(known)}.")
+    return source
+
+
+def streamed(data_config: Any) -> bool:
+    """Whether the dataset is too big for memory and is read with tf.data instead."""
+    info = DATASETS.get(data_config.dataset)
+    return info is not None and info.streaming
+
+
+def load_splits(data_config: Any) -> tuple[DatasetInfo, dict[str, ArraySplit]]:
+    """Loads train/validation/test arrays through the configured source; without a validation
+    split of its own, validation is carved from the end of train."""
+    loaded = SOURCES[source_name(data_config)].load(data_config)
+    splits = loaded.splits
+    if "validation" not in splits:
+        train, validation = split_off(
+            splits["train"], data_config.validation_fraction, "data.validation_fraction"
+        )
+        splits = {"train": train, "validation": validation, "test": splits["test"]}
+    _check_labels(splits, loaded.info)
+    return loaded.info, splits
 
 
 def split_off(split: ArraySplit, fraction: float, name: str) -> tuple[ArraySplit, ArraySplit]:
@@ -143,42 +226,6 @@ def split_off(split: ArraySplit, fraction: float, name: str) -> tuple[ArraySplit
     n_held = int(round(len(split) * fraction))
     cut = len(split) - n_held
     return split.take(slice(0, cut)), split.take(slice(cut, None))
-
-
-def load_splits(data_config: Any) -> tuple[DatasetInfo, dict[str, ArraySplit]]:
-    """Loads train/validation/test arrays; validation is carved from the end of train.
-
-    `data.dataset='custom'` reads a local npz or IDX folder and derives the facts (class count,
-    normalisation statistics) from its training images.
-    """
-    if data_config.dataset == "folder":
-        return _load_folder_splits(data_config)
-    custom = data_config.dataset == "custom"
-    info = CUSTOM_PLACEHOLDER if custom else get_dataset_info(data_config.dataset)
-    kind, path = resolve_source(data_config, info)
-    if custom and kind == "tfds":
-        raise ConfigError("data.dataset='custom' needs data.path (an .npz file or an IDX folder).")
-    splits = LOADERS[kind](info, data_config, path)
-    if custom:
-        info = derive_info(splits["train"], data_config.num_classes)
-    train, validation = split_off(
-        splits["train"], data_config.validation_fraction, "data.validation_fraction"
-    )
-    splits = {"train": train, "validation": validation, "test": splits["test"]}
-    _check_labels(splits, info)
-    return info, splits
-
-
-def _load_folder_splits(data_config: Any) -> tuple[DatasetInfo, dict[str, ArraySplit]]:
-    folder = load_folder(data_config)
-    splits = {name: ArraySplit(*arrays) for name, arrays in folder.splits.items()}
-    info = derive_info(splits["train"], len(folder.class_names), folder.class_names, "folder")
-    return info, splits
-
-
-CUSTOM_PLACEHOLDER = DatasetInfo(
-    name="custom", num_classes=0, image_shape=(0, 0, 0), mean=(), std=(), tfds_name=""
-)
 
 
 def derive_info(

@@ -21,9 +21,10 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from flaxcls.data import pipeline
-from flaxcls.data.datasets import DatasetInfo, get_dataset_info
-from flaxcls.data.input import Batch, Input
+from flaxcls.data.contract import Batch, DatasetInfo, Input, Layout, Normalizer
+from flaxcls.data.datasets import get_dataset_info
 from flaxcls.data.sources import tfds_builder
+from flaxcls.errors import ConfigError
 
 Example = dict[str, tf.Tensor]
 # Crop, flip (or none) and resize one decoded uint8 image to float32 [size, size, C] in 0..255.
@@ -41,7 +42,9 @@ def _image_sizes(data_config: Any, info: DatasetInfo) -> tuple[int, int]:
     image_size = int(getattr(data_config, "image_size", info.image_shape[0]))
     eval_resize = int(getattr(data_config, "eval_resize", image_size * 8 // 7))
     if eval_resize < image_size:
-        raise ValueError(f"data.eval_resize={eval_resize} is smaller than image_size={image_size}.")
+        raise ConfigError(
+            f"data.eval_resize={eval_resize} is smaller than image_size={image_size}."
+        )
     return image_size, eval_resize
 
 
@@ -52,15 +55,7 @@ def _split_batches(
     return eval_batches(builder, splits[split], num_examples=sizes[split], **kwargs)
 
 
-def streaming_input(
-    data_config: Any,
-    *,
-    global_batch_size: int,
-    eval_batch_size: int,
-    seed: int,
-    process_index: int,
-    process_count: int,
-) -> Input:
+def streaming_input(data_config: Any, layout: Layout) -> Input:
     """Training and evaluation batches streamed from a prepared tfds dataset."""
     hide_gpus_from_tensorflow()
     info = get_dataset_info(data_config.dataset)
@@ -70,28 +65,27 @@ def streaming_input(
 
     image_size, eval_resize = _image_sizes(data_config, info)
     channels = info.image_shape[-1]
-    finish = functools.partial(normalize, mean=info.mean, std=info.std)
+    normalizer = Normalizer(info.mean, info.std)
+    finish = functools.partial(normalize, normalizer=normalizer)
     eval_transform = functools.partial(center_crop, resize=eval_resize, size=image_size)
     train_transform = get_train_transform(data_config.augment, image_size, eval_resize)
 
-    layout = dict(process_index=process_index, process_count=process_count)
     preprocess = functools.partial(
         train_example,
         transform=train_transform,
         finish=finish,
         channels=channels,
-        seed=derive_seed(seed, _AUGMENT_SALT),
-        **layout,
+        seed=derive_seed(layout.seed, _AUGMENT_SALT),
+        process_index=layout.process_index,
+        process_count=layout.process_count,
     )
     train = functools.partial(
         train_batches,
         builder,
         splits["train"],
-        global_batch_size=global_batch_size,
-        seed=seed,
+        layout=layout,
         shuffle_buffer=int(getattr(data_config, "shuffle_buffer", 10_000)),
         preprocess=preprocess,
-        **layout,
     )
 
     evaluate = functools.partial(
@@ -99,22 +93,20 @@ def streaming_input(
         builder,
         splits,
         sizes,
-        global_batch_size=eval_batch_size,
+        layout=layout,
         image_shape=(image_size, image_size, channels),
         preprocess=functools.partial(
             eval_example, transform=eval_transform, finish=finish, channels=channels
         ),
-        **layout,
     )
 
     return Input(
         info=_with_image_size(info, image_size),
         split_sizes=sizes,
-        global_batch_size=global_batch_size,
-        eval_batch_size=eval_batch_size,
+        layout=layout,
         train=train,
         evaluate=evaluate,
-        normalizer=pipeline.Normalizer(info.mean, info.std),
+        normalizer=normalizer,
     )
 
 
@@ -138,7 +130,7 @@ def _with_image_size(info: DatasetInfo, image_size: int) -> DatasetInfo:
 def split_specs(builder: Any, info: DatasetInfo, validation_fraction: float) -> dict[str, str]:
     """tfds split strings: validation is the last `validation_fraction` of train, as in memory."""
     if not 0.0 <= validation_fraction < 1.0:
-        raise ValueError(f"data.validation_fraction={validation_fraction} must be in [0, 1).")
+        raise ConfigError(f"data.validation_fraction={validation_fraction} must be in [0, 1).")
     train = info.train_split
     if builder.info.splits:
         n = builder.info.splits[train].num_examples
@@ -188,25 +180,23 @@ def train_batches(
     split: str,
     start_step: int,
     *,
-    global_batch_size: int,
-    seed: int,
+    layout: Layout,
     shuffle_buffer: int,
     preprocess: Callable[[tf.Tensor, Example], Example],
-    process_index: int,
-    process_count: int,
 ) -> Iterator[Batch]:
     """Endless training batches of this process's rows, from global step `start_step` on.
 
     Batches run across epoch boundaries: the partial batch that ends an epoch is completed by
     the first examples of the next, so every step holds `global_batch_size` examples.
     """
-    rows = pipeline.local_rows(global_batch_size, process_index, process_count)
-    batch = rows.stop - rows.start
+    rows = layout.train_share()
+    batch, seed = rows.stop - rows.start, layout.seed
     # Equal shares (remainder dropped) keep every process at the same step in its own epochs.
-    local_split = tfds.even_splits(split, n=process_count, drop_remainder=True)[process_index]
+    shares = tfds.even_splits(split, n=layout.process_count, drop_remainder=True)
+    local_split = shares[layout.process_index]
     n = split_size(builder, local_split)
     if n < batch:
-        raise ValueError(
+        raise ConfigError(
             f"Each process reads {n} training examples, fewer than its batch of {batch}."
         )
     epoch, offset = divmod(start_step * batch, n)
@@ -281,21 +271,24 @@ def eval_batches(
     split: str,
     *,
     num_examples: int,
-    global_batch_size: int,
+    layout: Layout,
     image_shape: tuple[int, int, int],
     preprocess: Callable[[Example], Example],
-    process_index: int,
-    process_count: int,
 ) -> Iterator[Batch]:
     """Every example of `split` once over all processes, padded with `mask` 0 rows so that
-    each process runs `ceil(num_examples / global_batch_size)` steps of the same shape."""
-    rows = pipeline.local_rows(global_batch_size, process_index, process_count)
+    each process runs `ceil(num_examples / eval_batch_size)` steps of the same shape.
+
+    Each process reads its own share, `ceil(eval_batch_size / processes)` examples a step, and
+    pads every batch to its rows of `layout.eval_rows` (a multiple of the devices)."""
+    rows = layout.eval_share()
     batch = rows.stop - rows.start
-    steps = pipeline.num_eval_steps(num_examples, global_batch_size)
-    local_split = tfds.even_splits(split, n=process_count, drop_remainder=False)[process_index]
+    read = -(-layout.eval_batch_size // layout.process_count)  # <= batch: eval_rows rounds up
+    steps = layout.eval_steps(num_examples)
+    shares = tfds.even_splits(split, n=layout.process_count, drop_remainder=False)
+    local_split = shares[layout.process_index]
     n = split_size(builder, local_split) if steps else 0
-    if n > steps * batch:
-        raise ValueError(f"{n} examples of {split} do not fit {steps} steps of {batch} rows.")
+    if n > steps * read:
+        raise RuntimeError(f"{n} examples of {split} do not fit {steps} steps of {read} rows.")
     padding = tf.data.Dataset.from_tensors(
         {
             "image": tf.zeros(image_shape, tf.float32),
@@ -309,7 +302,8 @@ def eval_batches(
             preprocess, num_parallel_calls=AUTOTUNE
         )
         ds = ds.concatenate(padding)
-    return ds.take(steps * batch).batch(batch).prefetch(AUTOTUNE).as_numpy_iterator()
+    batches = ds.take(steps * read).batch(read).prefetch(AUTOTUNE).as_numpy_iterator()
+    return batches if read == batch else (pipeline.pad_rows(b, batch) for b in batches)
 
 
 def eval_example(
@@ -337,11 +331,9 @@ def decode(encoded: tf.Tensor, channels: int) -> tf.Tensor:
     return image
 
 
-def normalize(image: tf.Tensor, *, mean: tuple[float, ...], std: tuple[float, ...]) -> tf.Tensor:
-    """0..255 -> float32 `(x / 255 - mean) / std`."""
-    mean_t = tf.constant(mean, tf.float32)
-    std_t = tf.constant(std, tf.float32)
-    return (tf.cast(image, tf.float32) / 255.0 - mean_t) / std_t
+def normalize(image: tf.Tensor, *, normalizer: Normalizer) -> tf.Tensor:
+    """0..255 -> float32 `(x / 255 - mean) / std`, the in-memory path's multiply-add."""
+    return normalizer.apply(tf.cast(image, tf.float32))
 
 
 def center_crop(image: tf.Tensor, *, resize: int, size: int) -> tf.Tensor:
@@ -386,7 +378,7 @@ def get_train_transform(name: str, image_size: int, eval_resize: int) -> Transfo
         "none": lambda image, seed: center_crop(image, resize=eval_resize, size=image_size),
     }
     if name not in transforms:
-        raise ValueError(
+        raise ConfigError(
             f"Unknown augmentation {name!r} for a streamed dataset; "
             f"choose one of {', '.join(transforms)}."
         )
