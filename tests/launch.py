@@ -42,6 +42,18 @@ def env_for(devices: int) -> dict[str, str]:
     }
 
 
+def run_py_once(config: str, workdir: str, *flags: str, timeout=600) -> subprocess.CompletedProcess:
+    """`run.py` as one process on one CPU device, whatever its outcome (for tests of failures)."""
+    return subprocess.run(
+        [sys.executable, "run.py", f"--config={config}", f"--workdir={workdir}", *flags],
+        cwd=ROOT,
+        env=env_for(1),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def run_py(
     config: str, workdir: str, *flags: str, processes: int = 1, devices: int = 1, timeout=300
 ) -> list[subprocess.CompletedProcess]:

@@ -7,7 +7,6 @@ import logging
 import os
 import re
 import subprocess
-import sys
 import tempfile
 import uuid
 
@@ -28,7 +27,7 @@ from tests.helpers import (
     write_npz,
 )
 from tests.killing import finished_steps
-from tests.launch import ROOT, env_for, write_config
+from tests.launch import run_py_once, write_config
 
 
 def _truncate(path):
@@ -157,14 +156,7 @@ def test_real_unwritable_places_are_one_line(tmp_path, mounts, place):
         mounts(os.path.join(workdir, "checkpoints"), "ro")
     else:
         workdir = mounts(str(tmp_path / "ro"), "ro")
-    result = subprocess.run(
-        [sys.executable, "run.py", f"--config={config}", f"--workdir={workdir}"],
-        cwd=ROOT,
-        env=env_for(1),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = run_py_once(config, workdir)
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]

@@ -1,9 +1,6 @@
 """The loss rails: a non-finite or diverging loss stops the run in one line, before anything
 after it is saved, and a resumed run's rail decides as an uninterrupted one's would."""
 
-import subprocess
-import sys
-
 import jax
 import pytest
 
@@ -13,7 +10,7 @@ from flaxcls.errors import TrainingStopped
 from flaxcls.loss_guard import LossGuard
 from tests.helpers import tiny_config, write_npz
 from tests.killing import finished_steps
-from tests.launch import ROOT, env_for, write_config
+from tests.launch import run_py_once, write_config
 
 
 def _observe_all(guard, losses, first_step=1):
@@ -86,14 +83,7 @@ def test_a_non_finite_stop_is_one_line_through_run_py(tmp_path):
         "num_train_steps": 20,
     }
     config = write_config(str(tmp_path), write_npz(str(tmp_path)), **overrides)
-    result = subprocess.run(
-        [sys.executable, "run.py", f"--config={config}", f"--workdir={tmp_path / 'run'}"],
-        cwd=ROOT,
-        env=env_for(1),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = run_py_once(config, str(tmp_path / "run"))
     assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "error: stopped at step" in errors[0], result.stderr[-3000:]
