@@ -4,9 +4,9 @@ import tempfile
 # Quiet TensorFlow's C++ logs and keep JAX on the CPU; set before JAX is imported.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-
-import jax  # noqa: E402
-
-# Tests build the same steps many times (fresh runs, resumed runs): share compilations.
-jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="flaxcls-test-xla-"))
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+# Tests build the same steps many times (fresh runs, resumed runs, in the test workers and in
+# the `run.py` processes they launch): one JAX compilation cache for the whole session. It is
+# set in the environment before the xdist workers start, so they and their children share it.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="flaxcls-test-xla-"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")

@@ -14,9 +14,8 @@ from flaxcls import scan_steps
 from flaxcls import train as train_lib
 from flaxcls.checkpoint import Checkpointer
 from flaxcls.errors import TrainingStopped
-from flaxcls.models import get_model
 from flaxcls.steps import create_train_state, train_step
-from tests.helpers import crash_after, restored_state, tiny_config, write_npz
+from tests.helpers import TinyNet, crash_after, restored_state, tiny_batch, tiny_config, write_npz
 
 # 60 training examples in batches of 16: 3 steps an epoch, so validation every 3 steps, logs
 # every 4 and 20 steps in all: calls of 8 cross every kind of boundary and end on a short one.
@@ -39,13 +38,10 @@ def _metrics(workdir):
 
 
 def test_scan_steps_equals_the_steps_one_by_one():
-    model = get_model("fast_cnn_small", num_classes=3)  # BatchNorm statistics ride along
-    state = create_train_state(model, optax.sgd(0.01, 0.9), jax.random.PRNGKey(0), (16, 16, 1))
-    rng = np.random.default_rng(0)
-    block = {
-        "image": jnp.asarray(rng.normal(size=(5, 8, 16, 16, 1)), jnp.float32),
-        "label": jnp.asarray(rng.integers(0, 3, (5, 8)), jnp.int32),
-    }
+    # BatchNorm statistics and the dropout key ride along the scan.
+    state = create_train_state(TinyNet(), optax.sgd(0.01, 0.9), jax.random.PRNGKey(0), (8, 8, 3))
+    batches = [tiny_batch(8, seed=k) for k in range(5)]
+    block = jax.tree.map(lambda *xs: jnp.stack(xs), *batches)
     one, totals = state, None
     step = jax.jit(train_step)
     for k in range(5):
