@@ -12,14 +12,26 @@ run the same command with `--distributed` (TPU VM, SLURM) or with an explicit co
 
 from __future__ import annotations
 
+import ast
+import contextlib
 import importlib.util
+import io
 import os
 import re
 import sys
+import tokenize
 import traceback
 
 from absl import app, flags, logging
 from ml_collections import ConfigDict, config_flags
+
+CONFIG_HELP = """\
+Config fields: every field, with its default and a comment, is in configs/default.py
+(the data.* fields in flaxcls/data/api.py); the other configs/*.py change a few of them.
+Override any with --config.<key>=<value>. A config's resolved fields, with their comments
+and defaults:
+  python run.py --config configs/fashion_mnist.py --print_config [--config.num_epochs=3]
+"""
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -52,10 +64,82 @@ flags.DEFINE_bool(
 flags.DEFINE_string("coordinator_address", "", "host:port of process 0, for multi-process runs.")
 flags.DEFINE_integer("num_processes", 0, "Number of processes, with --coordinator_address.")
 flags.DEFINE_integer("process_id", -1, "This process's id (0..num_processes-1).")
+flags.DEFINE_bool(
+    "print_config",
+    False,
+    "Print every field of --config (with the overrides), its comment and default, and exit.",
+)
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+# Where each config field is defined with its comment: the file and the name it assigns to.
+FIELD_SOURCES = (("configs/default.py", "config"), ("flaxcls/data/api.py", "data"))
+HELP_FLAGS = ("-h", "-?", "--help", "--helpshort")
+
+
+def print_help() -> None:
+    """run.py's own flags and where the config fields are, rather than absl's exit status 1."""
+    flag_help = FLAGS.main_module_help().strip().split("\n", 1)[-1]  # drop the "run.py:" heading
+    print(f"{__doc__}\n{CONFIG_HELP}\nflags:\n{flag_help}\n\n--helpfull: absl's own flags too.")
+
+
+def field_comments() -> dict[str, str]:
+    """Each config field's comment in its defining file: the comment lines right above the
+    assignment and the comment on its own lines, by dotted key ("batch_size", "data.path")."""
+    comments: dict[str, str] = {}
+    for path, name in FIELD_SOURCES:
+        with open(os.path.join(ROOT, path), encoding="utf-8") as f:
+            source = f.read()
+        by_line = {
+            token.start[0]: token.string.lstrip("#").strip()
+            for token in tokenize.generate_tokens(io.StringIO(source).readline)
+            if token.type == tokenize.COMMENT
+        }
+        lines = source.splitlines()
+        for node in ast.walk(ast.parse(source)):
+            if not isinstance(node, ast.Assign) or not isinstance(node.targets[0], ast.Attribute):
+                continue
+            key = ast.unparse(node.targets[0])
+            if not key.startswith(name + "."):
+                continue
+            above, line = [], node.lineno - 1
+            while line >= 1 and lines[line - 1].strip().startswith("#"):
+                above.insert(0, by_line[line])
+                line -= 1
+            own = [by_line[i] for i in range(node.lineno, node.end_lineno + 1) if i in by_line]
+            key = key.removeprefix("config.")
+            comments[key] = " ".join(above + own)
+    return comments
+
+
+def config_listing(config: ConfigDict) -> str:
+    """`key = value  # comment` for every leaf of `config`, with the default where it differs."""
+    from configs import default
+
+    defaults = default.get_config().to_dict()
+    comments = field_comments()
+
+    def leaves(tree: dict, prefix: str = ""):
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                yield from leaves(value, f"{prefix}{key}.")
+            else:
+                yield prefix + key, value
+
+    flat_defaults = dict(leaves(defaults))
+    rows = []
+    for key, value in leaves(config.to_dict()):
+        note = comments.get(key, "")
+        if key in flat_defaults and flat_defaults[key] != value:
+            note = f"(default {flat_defaults[key]!r}) {note}".strip()
+        rows.append(f"{key} = {value!r}" + (f"  # {note}" if note else ""))
+    return "\n".join(rows)
 
 
 def parse_flags(argv: list[str]) -> list[str]:
     """absl parsing, with one readable line instead of a traceback for a bad config."""
+    if any(arg in HELP_FLAGS for arg in argv[1:]):
+        print_help()
+        sys.exit(0)
     config_path = _config_path(argv)
     if config_path is not None and not os.path.isfile(config_path.split(":")[0]):
         sys.exit(f"error: config file {config_path!r} does not exist.")
@@ -144,6 +228,9 @@ def main(argv: list[str]) -> None:
         raise app.UsageError("--mode=predict needs image files or folders as arguments")
     if FLAGS.mode == "train" and FLAGS.config is None:
         raise app.UsageError("--config is required, e.g. --config configs/fashion_mnist.py")
+    if FLAGS.print_config:
+        print(config_listing(FLAGS.config))
+        return
     if FLAGS.mode != "train" and not FLAGS.workdir:
         raise app.UsageError(f"--mode={FLAGS.mode} needs --workdir, the run to use")
     workdir = FLAGS.workdir or os.path.join(
@@ -170,6 +257,7 @@ def main(argv: list[str]) -> None:
         except ConfigError as e:
             sys.exit(f"error: {e}")
 
+    new_directories = [d for d in _parents(workdir) if not os.path.exists(d)]
     try:
         if FLAGS.mode == "evaluate":
             from flaxcls.evaluate import evaluate_run
@@ -193,6 +281,19 @@ def main(argv: list[str]) -> None:
         sys.exit(f"error: {e}")
     except Preempted as e:  # a clean stop: the scheduler restarts the same command
         print(e, file=sys.stderr)
+    finally:  # a run that failed before writing anything leaves no empty workdir behind
+        for directory in new_directories:
+            with contextlib.suppress(OSError):  # not empty: the run wrote something
+                os.rmdir(directory)
+
+
+def _parents(directory: str) -> list[str]:
+    """`directory` and the folders above it, deepest first."""
+    path, parents = os.path.abspath(directory), []
+    while os.path.dirname(path) != path:
+        parents.append(path)
+        path = os.path.dirname(path)
+    return parents
 
 
 def workdir_problem(directory: str, mode: str, flag: str = "--workdir") -> str | None:

@@ -52,6 +52,9 @@ def get_config() -> ml_collections.ConfigDict:
     # Transfer learning: "^(?!head/)" freezes everything but the classifier (a feature
     # extractor); backbone_lr_factor < 1 fine-tunes the backbone at a lower learning rate.
     config.optimizer.backbone_lr_factor = 1.0
+    # > 0: sharpness-aware minimisation, the gradient taken at weights moved this far (L2)
+    # along the normalised gradient; costs a second forward and backward pass per step.
+    config.optimizer.sam_rho = 0.0
 
     config.schedule = ml_collections.ConfigDict()
     config.schedule.name = "constant"  # constant | step | cosine | warmup_cosine

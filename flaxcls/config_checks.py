@@ -137,6 +137,7 @@ RULES: dict[str, tuple[Rule, str]] = {
     "optimizer.weight_decay": (NON_NEGATIVE, ""),
     "optimizer.grad_clip_norm": (NON_NEGATIVE, "0 turns clipping off"),
     "optimizer.backbone_lr_factor": (NON_NEGATIVE, ""),
+    "optimizer.sam_rho": (NON_NEGATIVE, "0 turns SAM off"),
     "schedule.warmup_epochs": (NON_NEGATIVE, ""),
     "schedule.decay_epochs": (Each(NON_NEGATIVE), ""),
     "schedule.decay_factor": (POSITIVE, ""),

@@ -22,6 +22,7 @@ import jax
 import numpy as np
 
 from flaxcls import eval_metrics, sharding
+from flaxcls.checkpoint import Checkpointer
 from flaxcls.data import Input
 from flaxcls.errors import ConfigError
 from flaxcls.runs import LoadedRun, load_run
@@ -119,6 +120,65 @@ def _variant_summary(name: str, probs: np.ndarray, labels: np.ndarray) -> dict[s
     }
 
 
+def trained_with_flips(config: Any) -> bool:
+    """Whether training mirrored images (data.augment flip, crop_flip, inception_crop_flip)."""
+    return "flip" in str(config.get("data", {}).get("augment", ""))
+
+
+def flip_tta_note(flipped: dict[str, Any], plain: dict[str, Any], with_flips: bool) -> str:
+    """What flip TTA changes, in accuracy points, and why it may hurt: a model that never saw
+    a mirrored image is tested on mirrored images as new data."""
+    points = 100 * (flipped["accuracy"] - plain["accuracy"])
+    change = f"{'adds' if points >= 0 else 'costs'} {abs(points):.2f} points"
+    if with_flips:
+        return f"flip TTA {change}"
+    return f"this run did not train with flips (data.augment); flip TTA {change}"
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointUsed:
+    """Which checkpoint evaluation restored, in words and as a field of eval/<split>.json."""
+
+    kind: str  # best | latest | step (an older one, where the asked one was unusable)
+    text: str  # e.g. "best by val_accuracy (0.9123), step 6750; the latest is step 7500"
+
+
+def checkpoint_used(run: LoadedRun, asked: str) -> CheckpointUsed:
+    """Names the restored step against the run's best and latest checkpoints."""
+    metric = run.config.get("best_metric", "val_accuracy")
+    checkpointer = Checkpointer(os.path.join(run.workdir, "checkpoints"), best_metric=metric)
+    try:
+        best, latest = checkpointer.best_step(), checkpointer.latest_step()
+    finally:
+        checkpointer.close()
+    if run.step == best and (asked == "best" or best != latest):
+        value = _logged_value(run.workdir, best, metric)
+        text = f"best by {metric}{f' ({value:.4f})' if value is not None else ''}, step {best}"
+        return CheckpointUsed(
+            "best", text + (f"; the latest is step {latest}" if latest != best else "")
+        )
+    if run.step == latest:
+        if asked == "best" and best is None:
+            why = "the run never validated, so it has no best"
+        elif best is not None and best != latest:
+            why = f"the best by {metric} is step {best}"
+        else:
+            why = ""
+        return CheckpointUsed("latest", f"latest, step {latest}" + (f" ({why})" if why else ""))
+    return CheckpointUsed("step", f"step {run.step} (the {asked} checkpoint was unusable)")
+
+
+def _logged_value(workdir: str, step: int, key: str) -> float | None:
+    """`key` as metrics.jsonl logged it at `step`, if it did."""
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    values = [r[key] for r in records if r.get("step") == step and key in r]
+    return values[-1] if values else None
+
+
 def ensemble_sums(
     base: LoadedRun,
     ensemble: Sequence[str],
@@ -146,11 +206,16 @@ def _write_results(workdir: str, split: str, result: dict, mistakes: list, repor
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, f"{split}.json"), "w", encoding="utf-8") as f:
         json.dump(result, f, indent=2)
+    print(
+        f"{workdir}: {split} split, {result['num_examples']} examples, checkpoint "
+        f"{result['checkpoint_text']}; figures of {result['headline']!r}"
+    )
     print(eval_metrics.format_table(result))
     for v in result["variants"]:
+        note = f"  ({v['note']})" if v.get("note") else ""
         print(
             f"{v['variant']:<28} accuracy {v['accuracy']:.4f}  loss {v['loss']:.4f}  "
-            f"ECE {v['ece']:.4f}"
+            f"ECE {v['ece']:.4f}{note}"
         )
     if report:
         from flaxcls import report as report_lib  # matplotlib, only when pictures are asked for
@@ -179,6 +244,7 @@ def evaluate_run(
         _variant_summary("this run", plain.probs, plain.labels),
         _variant_summary("this run + flip TTA", flipped.probs, flipped.labels),
     ]
+    variants[1]["note"] = flip_tta_note(variants[1], variants[0], trained_with_flips(run.config))
     chosen = flipped if uses_tta else plain
     if ensemble:
         sums = ensemble_sums(run, ensemble, plain, flipped, split, checkpoint, mesh)
@@ -188,11 +254,15 @@ def evaluate_run(
             _variant_summary(f"ensemble of {k} + flip TTA", sums[True] / k, plain.labels)
         )
         chosen = Predictions(sums[uses_tta] / k, plain.labels, chosen.mistakes)
+    headline = variants[int(uses_tta) + (2 if ensemble else 0)]["variant"]
+    used = checkpoint_used(run, checkpoint)
     result = eval_metrics.classification_report(chosen.probs, chosen.labels, names)
     result.update(
         split=split,
         step=run.step,
-        checkpoint=checkpoint,
+        checkpoint=used.kind,
+        checkpoint_text=used.text,
+        headline=headline,
         flip_tta=uses_tta,
         ensemble=[run.workdir, *ensemble],
         variants=variants,

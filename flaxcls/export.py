@@ -8,11 +8,13 @@ Routes: ONNX through jax2onnx, which lowers the jitted JAX function primitive by
 TensorFlow involved); TFLite through jax2tf's native serialisation into a TF SavedModel, then
 the LiteRT (TFLite) converter, the path the TFLite documentation gives for JAX. Writes
 RUN/export/{model.onnx, saved_model/, model.tflite, model_fp16.tflite, classes.json,
-export.json}.
+export.json}. `export_artefacts` does the same for any serving function (uint8 NHWC images ->
+probabilities), e.g. an untrained model of the registry.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import time
@@ -28,22 +30,51 @@ from flaxcls.errors import ConfigError
 from flaxcls.runs import load_run, serving_function
 
 FORMATS = ("onnx", "tflite")
+# What each format imports: the `export` extra, checked before any work is done.
+REQUIREMENTS = {
+    "onnx": ("jax2onnx", "onnx", "onnxruntime"),
+    "tflite": ("tensorflow", "ai_edge_litert"),
+}
 PARITY_IMAGES = 1000
 
 
+def check_requirements(formats: tuple[str, ...]) -> None:
+    """A ConfigError with the install command when a module that `formats` need is missing."""
+    missing = [m for f in formats for m in REQUIREMENTS[f] if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ConfigError(
+            f"export to {', '.join(formats)} needs {', '.join(missing)}, which this install "
+            "lacks: pip install 'flaxcls[export]'"
+        )
+
+
 def export_onnx(serve: Callable, image_shape: tuple[int, ...], path: str) -> str:
+    """One .onnx file (weights inside; beside it in PATH.data only past protobuf's 2 GiB)."""
+    import onnx
     from jax2onnx import to_onnx
 
     spec = jax.ShapeDtypeStruct(("batch", *image_shape), jnp.uint8)
-    to_onnx(
+    model = to_onnx(
         serve,
         [spec],
         model_name="flaxcls",
-        return_mode="file",
-        output_path=path,
         input_names=["images"],
         output_names=["probabilities"],
     )
+    # jax2onnx (0.17) moves the Relu/Add chains between convolutions from NHWC into NCHW when it
+    # drops the transposes around them (residual blocks with projection shortcuts), but keeps
+    # those values' recorded NHWC shapes; ONNX Runtime merges the stale shapes and rejects the
+    # file ("Incompatible dimensions" at an Add). Intermediate shapes are optional: drop them
+    # and infer them again from the graph, strictly, so a wrong graph fails here, not at load.
+    del model.graph.value_info[:]
+    external = model.ByteSize() >= onnx.checker.MAXIMUM_PROTOBUF
+    onnx.save_model(
+        model,
+        path,
+        save_as_external_data=external,
+        location=os.path.basename(path) + ".data" if external else None,
+    )
+    onnx.shape_inference.infer_shapes_path(path, strict_mode=True)
     return path
 
 
@@ -155,6 +186,40 @@ def parity_images(run: Any, split: str, limit: int) -> tuple[np.ndarray, np.ndar
         return np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8), None
 
 
+def export_artefacts(
+    serve: Callable,
+    image_shape: tuple[int, ...],
+    out: str,
+    formats: tuple[str, ...] = FORMATS,
+    *,
+    float16: bool = True,
+) -> tuple[dict[str, dict[str, Any]], dict[str, Callable]]:
+    """Exports `serve` (uint8 NHWC images of `image_shape`, any batch size -> probabilities) in
+    `formats` under `out`; returns each artefact's path, bytes and export seconds, and each
+    model loaded in its runtime, by name (onnx, tflite and, with `float16`, tflite_fp16)."""
+    artefacts: dict[str, dict[str, Any]] = {}
+    models: dict[str, Callable] = {}
+    if "onnx" in formats:
+        start = time.perf_counter()
+        path = export_onnx(serve, image_shape, os.path.join(out, "model.onnx"))
+        artefacts["onnx"] = {"path": path, "seconds": time.perf_counter() - start}
+        models["onnx"] = OnnxModel(path)
+    if "tflite" in formats:
+        start = time.perf_counter()
+        saved = export_saved_model(serve, image_shape, os.path.join(out, "saved_model"))
+        path = export_tflite(saved, os.path.join(out, "model.tflite"))
+        artefacts["saved_model"] = {"path": saved}
+        artefacts["tflite"] = {"path": path, "seconds": time.perf_counter() - start}
+        models["tflite"] = TfliteModel(path)
+        if float16:
+            half = export_tflite(saved, os.path.join(out, "model_fp16.tflite"), float16=True)
+            artefacts["tflite_fp16"] = {"path": half}
+            models["tflite_fp16"] = TfliteModel(half)
+    for name in models:
+        artefacts[name]["bytes"] = os.path.getsize(artefacts[name]["path"])
+    return artefacts, models
+
+
 def export_run(
     workdir: str,
     *,
@@ -168,6 +233,7 @@ def export_run(
     unknown = set(formats) - set(FORMATS)
     if unknown:
         raise ConfigError(f"unknown export format(s) {sorted(unknown)}; choose from {FORMATS}.")
+    check_requirements(formats)
     run = load_run(workdir, checkpoint)
     out = os.path.join(workdir, "export")
     os.makedirs(out, exist_ok=True)
@@ -178,32 +244,17 @@ def export_run(
         json.dump({"class_names": names, "image_shape": list(shape), "input": "uint8 NHWC"}, f)
     images, labels = parity_images(run, "test", num_parity_images)
     reference = _batched(jax.jit(serve), images)
+    artefacts, models = export_artefacts(serve, shape, out, formats)
     result: dict[str, Any] = {
         "step": run.step,
         "image_shape": list(shape),
         "jax_accuracy": accuracy(reference, labels),
-        "artefacts": {},
-        "parity": {},
+        "artefacts": artefacts,
+        "parity": {
+            name: parity(reference, _batched(model, images), labels)
+            for name, model in models.items()
+        },
     }
-    models: dict[str, Callable] = {}
-    if "onnx" in formats:
-        start = time.perf_counter()
-        path = export_onnx(serve, shape, os.path.join(out, "model.onnx"))
-        result["artefacts"]["onnx"] = {"path": path, "seconds": time.perf_counter() - start}
-        models["onnx"] = OnnxModel(path)
-    if "tflite" in formats:
-        start = time.perf_counter()
-        saved = export_saved_model(serve, shape, os.path.join(out, "saved_model"))
-        path = export_tflite(saved, os.path.join(out, "model.tflite"))
-        half = export_tflite(saved, os.path.join(out, "model_fp16.tflite"), float16=True)
-        result["artefacts"]["saved_model"] = {"path": saved}
-        result["artefacts"]["tflite"] = {"path": path, "seconds": time.perf_counter() - start}
-        result["artefacts"]["tflite_fp16"] = {"path": half}
-        models["tflite"] = TfliteModel(path)
-        models["tflite_fp16"] = TfliteModel(half)
-    for name, model in models.items():
-        result["parity"][name] = parity(reference, _batched(model, images), labels)
-        result["artefacts"][name]["bytes"] = os.path.getsize(result["artefacts"][name]["path"])
     with open(os.path.join(out, "export.json"), "w", encoding="utf-8") as f:
         json.dump(result, f, indent=2)
     return result

@@ -1,4 +1,5 @@
-"""Weights from PyTorch: a torchvision-layout ResNet `state_dict` into a flaxcls ResNet.
+"""Weights from PyTorch: torchvision ResNet, timm ViT and torchvision ViT `state_dict`s into
+the flaxcls ResNet and ViT.
 
 Files are read without unpickling arbitrary objects: `.safetensors` through safetensors, and
 `torch.save` files (`.pt`, `.pth`, `.bin`) through `torch.load(weights_only=True)`, which
@@ -20,15 +21,42 @@ from flaxcls.errors import ConfigError
 TORCH_EXTENSIONS = (".pt", ".pth", ".bin")
 WEIGHT_EXTENSIONS = (".safetensors", *TORCH_EXTENSIONS)
 
-# torchvision name -> flaxcls module path (see flaxcls/models/resnet.py)
+# torch module name -> flaxcls module path, for every layout read here; the model's own
+# variables decide which apply (the layouts share no names).
 _MODULES = [
+    # torchvision ResNet (flaxcls/models/resnet.py)
     (r"^conv1$", "stem_conv"),
     (r"^bn1$", "stem_bn"),
     (r"^layer(\d+)\.(\d+)\.downsample\.0$", r"stage\1_block\2/proj_conv"),
     (r"^layer(\d+)\.(\d+)\.downsample\.1$", r"stage\1_block\2/proj_bn"),
     (r"^layer(\d+)\.(\d+)\.(conv|bn)(\d+)$", r"stage\1_block\2/\3\4"),
     (r"^fc$", "head"),
+    # timm VisionTransformer (flaxcls/models/vit.py keeps its names)
+    (r"^patch_embed\.proj$", "patch_embed"),
+    (r"^blocks\.(\d+)\.(norm1|norm2)$", r"blocks_\1/\2"),
+    (r"^blocks\.(\d+)\.attn\.(qkv|proj)$", r"blocks_\1/attn/\2"),
+    (r"^blocks\.(\d+)\.mlp\.(fc1|fc2)$", r"blocks_\1/mlp/\2"),
+    (r"^norm$", "norm"),
+    (r"^head$", "head"),
+    # torchvision VisionTransformer; its MLP is `mlp.0`/`mlp.3` (`linear_1`/`linear_2` before
+    # torchvision 0.13) and its attention torch's nn.MultiheadAttention
+    (r"^conv_proj$", "patch_embed"),
+    (r"^encoder\.layers\.encoder_layer_(\d+)\.ln_1$", r"blocks_\1/norm1"),
+    (r"^encoder\.layers\.encoder_layer_(\d+)\.ln_2$", r"blocks_\1/norm2"),
+    (r"^encoder\.layers\.encoder_layer_(\d+)\.self_attention\.in_proj$", r"blocks_\1/attn/qkv"),
+    (r"^encoder\.layers\.encoder_layer_(\d+)\.self_attention\.out_proj$", r"blocks_\1/attn/proj"),
+    (r"^encoder\.layers\.encoder_layer_(\d+)\.mlp\.(?:0|linear_1)$", r"blocks_\1/mlp/fc1"),
+    (r"^encoder\.layers\.encoder_layer_(\d+)\.mlp\.(?:3|linear_2)$", r"blocks_\1/mlp/fc2"),
+    (r"^encoder\.ln$", "norm"),
+    (r"^heads\.head$", "head"),
 ]
+# torch parameters that belong to no submodule -> flaxcls parameter path (same layout)
+_PARAMETERS = {
+    "cls_token": "cls_token",  # timm
+    "pos_embed": "pos_embed",
+    "class_token": "cls_token",  # torchvision
+    "encoder.pos_embedding": "pos_embed",
+}
 # torch parameter -> (flax collection, flax name)
 _LEAVES = {
     "weight": None,  # kernel or scale, by the module kind
@@ -36,6 +64,9 @@ _LEAVES = {
     "running_mean": ("batch_stats", "mean"),
     "running_var": ("batch_stats", "var"),
 }
+# nn.MultiheadAttention's fused q/k/v projection: `in_proj_weight` and `in_proj_bias`
+_FUSED_LEAF = re.compile(r"^(.*\.in_proj)_(weight|bias)$")
+HEAD = "head"
 
 
 # How torch's weights-only unpickler names the first object it refused.
@@ -95,32 +126,47 @@ def torch_load_refusal(path: str, error: Exception) -> str:
     return f"{path} is not a torch.save file of tensors ({type(error).__name__}: {first})."
 
 
-def _flax_path(torch_name: str) -> tuple[str, str] | None:
-    module, _, leaf = torch_name.rpartition(".")
+def _flax_path(torch_name: str) -> tuple[str, str | None] | None:
+    """(flax module path, torch leaf) for a torch name; the leaf is None for a parameter
+    outside any module (e.g. a class token), whose path is then the whole flax path."""
+    if torch_name in _PARAMETERS:
+        return _PARAMETERS[torch_name], None
+    fused = _FUSED_LEAF.match(torch_name)
+    module, leaf = fused.groups() if fused else torch_name.rpartition(".")[::2]
     for pattern, replacement in _MODULES:
         if re.match(pattern, module):
             return re.sub(pattern, replacement, module), leaf
     return None
 
 
-def _convert(module_path: str, leaf: str, value: np.ndarray) -> tuple[str, str, np.ndarray]:
+def is_head(torch_name: str) -> bool:
+    """Whether a torch name is a classifier weight (fc, head, heads.head) of a layout read here."""
+    found = _flax_path(torch_name)
+    return found is not None and found[0].split("/")[0] == HEAD
+
+
+def without_head(state_dict: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {k: v for k, v in state_dict.items() if not is_head(k)}
+
+
+def _convert(leaf: str, value: np.ndarray) -> tuple[str, str, np.ndarray]:
     if leaf == "weight":
         if value.ndim == 4:  # conv OIHW -> HWIO
             return "params", "kernel", value.transpose(2, 3, 1, 0)
         if value.ndim == 2:  # linear (out, in) -> (in, out)
             return "params", "kernel", value.T
-        return "params", "scale", value  # BatchNorm
+        return "params", "scale", value  # BatchNorm, LayerNorm
     collection, name = _LEAVES[leaf]
     return collection, name, value
 
 
-def resnet_variables_from_torch(
+def variables_from_torch(
     state_dict: dict[str, np.ndarray], template: dict[str, Any]
 ) -> tuple[dict[str, Any], list[str]]:
-    """`template` ({'params', 'batch_stats'} of a flaxcls ResNet) filled from a torchvision
-    ResNet state_dict. Returns the variables and the flax paths that had no counterpart (left
-    as in `template`, e.g. a head of another size). Unknown torch names or shape mismatches
-    outside the head are errors."""
+    """`template` ({'params', 'batch_stats'} of a flaxcls ResNet or ViT) filled from a
+    torchvision ResNet, timm ViT or torchvision ViT state_dict. Returns the variables and the
+    flax paths that had no counterpart (left as in `template`, e.g. a head of another size).
+    Unknown torch names or shape mismatches outside the head are errors."""
     flat = {
         collection: traverse_util.flatten_dict(template.get(collection, {}), sep="/")
         for collection in ("params", "batch_stats")
@@ -130,11 +176,14 @@ def resnet_variables_from_torch(
         if name.endswith("num_batches_tracked"):
             continue
         found = _flax_path(name)
-        if found is None or found[1] not in _LEAVES:
+        if found is None or (found[1] is not None and found[1] not in _LEAVES):
             unknown.append(name)
             continue
-        collection, leaf, converted = _convert(found[0], found[1], value)
-        path = f"{found[0]}/{leaf}"
+        if found[1] is None:  # a bare parameter, stored in the same layout
+            collection, path, converted = "params", found[0], value
+        else:
+            collection, leaf, converted = _convert(found[1], value)
+            path = f"{found[0]}/{leaf}"
         if path not in flat[collection]:
             unknown.append(name)
             continue
@@ -144,10 +193,10 @@ def resnet_variables_from_torch(
             continue
         flat[collection][path] = converted.astype(np.float32)
         filled.add((collection, path))
-    problems = [m for m in mismatched if not m.startswith("fc.")]
+    problems = [m for m in mismatched if not is_head(m.split()[0])]
     if unknown or problems:
         raise ConfigError(
-            "these weights do not fit this ResNet: "
+            "these weights do not fit this model: "
             + "; ".join(
                 ([f"unknown names {unknown[:10]}"] if unknown else [])
                 + ([f"shape mismatches {problems[:10]}"] if problems else [])

@@ -172,6 +172,7 @@ def make_optimizer(
     skip_nonfinite: bool = False,
     backbone_lr_factor: float = 1.0,
     freeze: str = "",
+    sam_rho: float = 0.0,
 ) -> optax.GradientTransformation:
     """Clipping (when `grad_clip_norm` > 0), then sgd | adam | adamw driven by the schedule.
 
@@ -180,7 +181,8 @@ def make_optimizer(
     adam, decoupled for adamw. `skip_nonfinite` leaves parameters and optimiser state as they
     were after a NaN/Inf gradient. `backbone_lr_factor` scales every update but the `head`
     module's (fine-tuning); parameters whose "module/param" path matches the regex `freeze`
-    get no updates at all.
+    get no updates at all. `sam_rho` > 0 wraps the whole in SAM (`sam`): its update then
+    needs the gradient at perturbed weights, which `flaxcls.steps.train_step` supplies.
     """
     if name not in OPTIMIZERS:
         raise ConfigError(f"Unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}.")
@@ -217,14 +219,47 @@ def make_optimizer(
         except re.error as e:
             raise ConfigError(f"freeze={freeze!r} is not a regex: {e}") from None
         tx = optax.chain(tx, optax.masked(optax.set_to_zero(), lambda p: frozen_mask(p, freeze)))
+    if sam_rho < 0:
+        raise ConfigError(f"sam_rho={sam_rho} must be >= 0 (0 turns SAM off).")
+    if sam_rho > 0:
+        tx = sam(tx, sam_rho)
     return tx
+
+
+def _normalize(eps: float = 1e-12) -> optax.GradientTransformation:
+    """The gradient divided by its global norm (`eps` keeps a zero gradient finite)."""
+
+    def update(updates: Any, state: Any, params: Any = None) -> tuple[Any, Any]:
+        norm = optax.tree.norm(updates)
+        return jax.tree.map(lambda g: g / (norm + eps), updates), state
+
+    return optax.GradientTransformation(lambda _: optax.EmptyState(), update)
+
+
+def sam(tx: optax.GradientTransformation, rho: float) -> optax.GradientTransformationExtraArgs:
+    """Sharpness-aware minimisation (Foret et al. 2021): `tx` applied, at the current weights
+    w, to the gradient taken at w + rho * g / ||g|| (g the gradient at w, the norm over all
+    parameters).
+
+    `optax.contrib.sam` in opaque mode with one adversarial step: its `update(grads, state,
+    params, grad_fn=...)` calls `grad_fn(perturbed_params, 0)` for the second gradient, so
+    anything else a step changes (BatchNorm statistics) comes from the first pass alone.
+    """
+    adversary = optax.chain(_normalize(), optax.sgd(rho))  # -rho * g / ||g||, negated by sam
+    return optax.contrib.sam(tx, adversary, sync_period=2, opaque_mode=True)
+
+
+def uses_sam(opt_state: Any) -> bool:
+    """Whether an optimiser state is SAM's, whose update needs a `grad_fn` (see `sam`)."""
+    return isinstance(opt_state, optax.contrib.SAMState)
 
 
 def create_optimizer(
     config: Any, steps_per_epoch: int, total_steps: int
 ) -> optax.GradientTransformation:
     """`make_optimizer` with `config.optimizer` and `config.schedule` (epochs turned into
-    steps); `config.nonfinite="skip"` skips the update of a non-finite step."""
+    steps); `config.nonfinite="skip"` skips the update of a non-finite step;
+    `config.optimizer.sam_rho` > 0 turns SAM on."""
     cfg = config.optimizer
     return make_optimizer(
         cfg.name,
@@ -242,4 +277,5 @@ def create_optimizer(
         skip_nonfinite=config.get("nonfinite", "stop") == "skip",
         backbone_lr_factor=cfg.backbone_lr_factor,
         freeze=cfg.freeze,
+        sam_rho=cfg.get("sam_rho", 0.0),  # runs saved before the option existed have none
     )

@@ -1,5 +1,6 @@
 """The evaluation report: PNG pictures (matplotlib) and one HTML page that shows them with the
-metrics, readable offline; the pictures also go to TensorBoard.
+metrics, a single file with the pictures inside it (base64 PNG), readable offline and safe to
+mail or attach; the pictures also go to TensorBoard.
 
 Pictures: confusion-matrix heatmap, per-class precision/recall/F1 bars, the most confident
 mistakes, training curves (from metrics.jsonl) and a reliability diagram.
@@ -7,6 +8,7 @@ mistakes, training curves (from metrics.jsonl) and a reliability diagram.
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 import os
@@ -25,8 +27,7 @@ def _pyplot():
 
 
 def _save(plt: Any, fig: Any, path: str) -> str:
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")  # legends outside the axes stay in
     plt.close(fig)
     return path
 
@@ -37,7 +38,7 @@ def plot_confusion(report: dict[str, Any], path: str) -> str:
     counts = np.asarray(report["confusion_matrix"], np.float64)
     rows = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)  # recall per true class
     size = max(5.0, 0.55 * len(names) + 2)
-    fig, ax = plt.subplots(figsize=(size + 1, size))
+    fig, ax = plt.subplots(figsize=(size + 1, size), layout="constrained")
     image = ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
     ax.set_yticks(range(len(names)), names)
@@ -57,29 +58,42 @@ def plot_confusion(report: dict[str, Any], path: str) -> str:
 
 
 def plot_per_class(report: dict[str, Any], path: str) -> str:
+    return _save(_pyplot(), per_class_figure(report), path)
+
+
+def per_class_figure(report: dict[str, Any]) -> Any:
+    """Precision, recall and F1 bars per class, the legend above the bars."""
     plt = _pyplot()
     rows = report["per_class"]
     names = [r["class"] for r in rows]
     x = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(names) + 2), 4))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(names) + 2), 4), layout="constrained")
     for offset, key in ((-0.27, "precision"), (0.0, "recall"), (0.27, "f1")):
         ax.bar(x + offset, [r[key] for r in rows], width=0.27, label=key)
     ax.set_xticks(x, names, rotation=45, ha="right")
-    ax.set_ylim(0, 1.05)
+    ax.set_ylim(0, 1.04)
     ax.set_ylabel("score")
-    ax.legend(loc="lower right")
-    ax.set_title("Per-class precision, recall and F1")
-    return _save(plt, fig, path)
+    # above the axes, between title and bars: a legend inside would hide the bars it names
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
+    ax.set_title("Per-class precision, recall and F1", pad=24)
+    return fig
 
 
 def plot_mistakes(mistakes: list[Any], names: list[str], path: str) -> str:
+    return _save(_pyplot(), mistakes_figure(mistakes, names), path)
+
+
+def mistakes_figure(mistakes: list[Any], names: list[str]) -> Any:
     """A grid of the most confident mistakes (`flaxcls.evaluate.Mistake`): image, true and
     predicted class, confidence."""
     plt = _pyplot()
     n = max(len(mistakes), 1)
     cols = min(6, n)
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.1 * cols, 2.4 * rows), squeeze=False)
+    # constrained layout gives each three-line caption its own space above its image
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(2.0 * cols, 2.6 * rows), squeeze=False, layout="constrained"
+    )
     for ax in axes.flat:
         ax.axis("off")
     for ax, m in zip(axes.flat, mistakes, strict=False):
@@ -89,15 +103,12 @@ def plot_mistakes(mistakes: list[Any], names: list[str], path: str) -> str:
         )
         ax.set_title(
             f"#{m.position}\ntrue {names[m.label]}\npred {names[m.predicted]} {m.confidence:.2f}",
-            fontsize=7,
+            fontsize=8,
         )
     if not mistakes:
         axes.flat[0].text(0.5, 0.5, "no mistakes", ha="center", va="center")
-    fig.suptitle("Most confident mistakes")
-    fig.tight_layout(rect=(0, 0, 1, 0.97))  # leave the title its own row
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    fig.suptitle("Most confident mistakes: #position in the split, true class, predicted class")
+    return fig
 
 
 def read_metrics_log(workdir: str) -> list[dict[str, float]]:
@@ -111,7 +122,7 @@ def read_metrics_log(workdir: str) -> list[dict[str, float]]:
 def plot_curves(records: list[dict[str, float]], steps_per_epoch: float, path: str) -> str:
     """Training and validation loss and accuracy per epoch."""
     plt = _pyplot()
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
     for prefix, style in (("train_", "-"), ("val_", "o-")):
         points = [r for r in records if prefix + "loss" in r]
         epochs = [r["step"] / steps_per_epoch for r in points]
@@ -132,7 +143,7 @@ def plot_reliability(report: dict[str, Any], path: str) -> str:
     edges = np.asarray(cal["bin_edges"])
     centres = (edges[:-1] + edges[1:]) / 2
     used = np.asarray(cal["bin_count"]) > 0
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), layout="constrained")
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
     ax.bar(
         centres[used],
@@ -157,12 +168,18 @@ def plot_reliability(report: dict[str, Any], path: str) -> str:
     return _save(plt, fig, path)
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
+def _table(header: list[str], rows: list[list[str]], css: str = "") -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows
     )
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return f'<table class="{css}"><tr>{head}</tr>{body}</table>'
+
+
+def embedded_png(path: str) -> str:
+    """A PNG file as a data: URI, so the page holds its pictures and needs no other file."""
+    with open(path, "rb") as f:
+        return "data:image/png;base64," + base64.b64encode(f.read()).decode("ascii")
 
 
 def write_html(workdir: str, report: dict[str, Any], pictures: dict[str, str]) -> str:
@@ -184,26 +201,38 @@ def write_html(workdir: str, report: dict[str, Any], pictures: dict[str, str]) -
         for avg in ("macro", "weighted")
     ]
     variants = [
-        [v["variant"], f"{v['accuracy']:.4f}", f"{v['loss']:.4f}", f"{v['ece']:.4f}"]
+        [
+            v["variant"],
+            f"{v['accuracy']:.4f}",
+            f"{v['loss']:.4f}",
+            f"{v['ece']:.4f}",
+            v.get("note", ""),
+        ]
         for v in report.get("variants", [])
     ]
     images = "".join(
-        f'<h2>{html.escape(title)}</h2><img src="{html.escape(os.path.relpath(path, workdir))}">'
+        f"<h2>{html.escape(title)}</h2>"
+        f'<img alt="{html.escape(title)}" src="{embedded_png(path)}">'
+        f"<p class=file>{html.escape(os.path.relpath(path, workdir))}</p>"
         for title, path in pictures.items()
     )
+    checkpoint = report.get("checkpoint_text") or f"step {report['step']} ({report['checkpoint']})"
+    headline = report.get("headline", "this run")
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>flaxcls report: {html.escape(workdir)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1100px}}
 table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:3px 8px;
-text-align:right}}td:first-child{{text-align:left}}img{{max-width:100%}}</style></head><body>
+text-align:right}}td:first-child,.notes td:last-child{{text-align:left}}img{{max-width:100%}}
+.file{{color:#777;font-size:small;margin-top:0}}</style></head><body>
 <h1>Evaluation of {html.escape(workdir)}</h1>
-<p>Split <b>{html.escape(report["split"])}</b>, {report["num_examples"]} examples, checkpoint
-step {report["step"]} ({html.escape(report["checkpoint"])}); flip TTA
-{"on" if report["flip_tta"] else "off"}; ensemble of {len(report["ensemble"])}.</p>
+<p>Split <b>{html.escape(report["split"])}</b>, {report["num_examples"]} examples; checkpoint
+{html.escape(checkpoint)}; flip TTA {"on" if report["flip_tta"] else "off"};
+ensemble of {len(report["ensemble"])}.</p>
 <p>Accuracy <b>{report["accuracy"]:.4f}</b>, top-5 {report["top5_accuracy"]:.4f}, loss
-{report["loss"]:.4f}, expected calibration error {report["calibration"]["ece"]:.4f}.</p>
+{report["loss"]:.4f}, expected calibration error {report["calibration"]["ece"]:.4f}: the
+figures of <i>{html.escape(headline)}</i>, as are the tables and pictures below.</p>
 <h2>What each variant adds</h2>
-{_table(["variant", "accuracy", "loss", "ECE"], variants)}
+{_table(["variant", "accuracy", "loss", "ECE", "note"], variants, "notes")}
 <h2>Per class</h2>
 {_table(["class", "precision", "recall", "F1", "support"], per_class)}
 {images}

@@ -28,6 +28,7 @@ from flax.training import train_state
 from flaxcls.data.contract import Batch
 from flaxcls.errors import ContractError
 from flaxcls.metrics import Sums, classification_sums, cross_entropy
+from flaxcls.optim import uses_sam
 
 
 class TrainState(train_state.TrainState):
@@ -189,6 +190,25 @@ def _all_finite(summed_loss: jax.Array, grads: Any) -> jax.Array:
     return jnp.isfinite(summed_loss) & jnp.all(jnp.asarray(leaves))
 
 
+def _sam_step(
+    state: TrainState, grads: Any, finite: jax.Array, gradient_at: Callable[[Any], tuple]
+) -> tuple[TrainState, jax.Array]:
+    """SAM's update (`flaxcls.optim.sam`): its optimiser asks `grad_fn` for the gradient at the
+    perturbed weights, a second pass whose BatchNorm updates are dropped. Returns the stepped
+    state and whether both passes were finite."""
+    second: list[tuple] = []
+
+    def grad_fn(params: Any, _: int) -> Any:
+        second.append(gradient_at(params))  # read below, in the same trace
+        return second[-1][0]
+
+    updates, opt_state = state.tx.update(grads, state.opt_state, state.params, grad_fn=grad_fn)
+    params = optax.apply_updates(state.params, updates)
+    perturbed_grads, perturbed_loss, _ = second[0]
+    finite = finite & _all_finite(perturbed_loss, perturbed_grads)
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), finite
+
+
 def train_step(
     state: TrainState,
     batch: Batch,
@@ -231,9 +251,21 @@ def train_step(
         weights = mask if class_weights is None else mask * class_weights[batch["label"]]
         return jnp.sum(per_example * weights) / count, (logits, per_example, updates)
 
-    grads, (logits, per_example, updates) = jax.grad(loss_fn, has_aux=True)(state.params)
-    grads = _sum_grads(grads, batch["image"], axis_name)
-    finite = _all_finite(_psum(jnp.sum(per_example * mask), axis_name), grads)
+    def gradient_at(params):  # summed over devices, with the summed loss
+        grads, (logits, per_example, updates) = jax.grad(loss_fn, has_aux=True)(params)
+        summed_loss = _psum(jnp.sum(per_example * mask), axis_name)
+        return (
+            _sum_grads(grads, batch["image"], axis_name),
+            summed_loss,
+            (logits, per_example, updates),
+        )
+
+    grads, summed_loss, (logits, per_example, updates) = gradient_at(state.params)
+    finite = _all_finite(summed_loss, grads)
+    if uses_sam(state.opt_state):
+        stepped, finite = _sam_step(state, grads, finite, gradient_at)
+    else:
+        stepped = state.apply_gradients(grads=grads)
     # A non-finite step never reaches the BatchNorm statistics (optax.apply_if_finite, when
     # the optimiser is wrapped in it, keeps the parameters too).
     batch_stats = jax.tree.map(
@@ -241,7 +273,7 @@ def train_step(
         updates.get("batch_stats", state.batch_stats),
         state.batch_stats,
     )
-    state = ema_update(state.apply_gradients(grads=grads, batch_stats=batch_stats), finite)
+    state = ema_update(stepped.replace(batch_stats=batch_stats), finite)
     sums = classification_sums(logits, batch["label"], mask, per_example)
     sums["nonfinite"] = 1.0 - finite.astype(jnp.float32)
     return state, _psum(sums, axis_name)

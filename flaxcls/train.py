@@ -14,10 +14,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tqdm
 
 from flaxcls import metrics as metrics_lib
-from flaxcls import sharding
+from flaxcls import sharding, writers
 from flaxcls.checkpoint import Checkpointer, describe
 from flaxcls.config_checks import check_config
 from flaxcls.data import Input, on_device
@@ -172,6 +171,8 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, float]:
     )
     checkpointer.check_writable()
     loop_state: dict[str, Any] = {}
+    if is_main:
+        print(writers.run_files(workdir), flush=True)
     if checkpointer.latest_step() is not None:
         restored = checkpointer.restore(state)
         state, loop_state = restored.state, restored.loop
@@ -190,17 +191,16 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, float]:
     try:
         state = loop.run(state)
         test = evaluate(steps.evaluate, state, inputs, "test", mesh)
+        best_step = checkpointer.best_step()
     finally:
         preemption.close()
         checkpointer.close()  # waits for the last save, also when stopping on SIGTERM
         log.close()
-    test["step"] = int(jax.device_get(state.step))
+    # The final weights, which the last save holds: the latest checkpoint, not the best.
+    test.update(step=int(jax.device_get(state.step)), checkpoint="latest")
     if is_main:
         _save_json(os.path.join(workdir, "test_metrics.json"), test)
-        print(
-            f"test: accuracy {test['accuracy']:.4f}  top5 {test['top5_accuracy']:.4f}  "
-            f"loss {test['loss']:.4f}  ({test['num_examples']} examples)"
-        )
+        print(writers.final_line(test, best_step, config.best_metric, workdir), flush=True)
     return test
 
 
@@ -308,12 +308,8 @@ class TrainLoop:
         batches = self.steps.batches(step)
         self.window, self.window_start, self.window_steps = None, time.perf_counter(), 0
         self.pending: list[tuple[int, Any]] = []
-        bar = tqdm.tqdm(
-            total=self.total_steps,
-            initial=step,
-            unit="step",
-            disable=not (self.is_main and self.config.progress_bar),
-            dynamic_ncols=True,
+        bar = writers.progress_bar(
+            self.total_steps, step, enabled=self.is_main and self.config.progress_bar
         )
         trace = ProfileWindow(self.profile_dir, self.config.profile_steps, after=step)
         with bar, trace:

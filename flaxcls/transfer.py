@@ -1,5 +1,5 @@
-"""Transfer learning: start a run from another run's checkpoint, or from PyTorch ResNet weights
-(`.safetensors`, or a `torch.save`d state_dict read with `weights_only=True`).
+"""Transfer learning: start a run from another run's checkpoint, or from PyTorch ResNet or ViT
+weights (`.safetensors`, or a `torch.save`d state_dict read with `weights_only=True`).
 
 Every parameter and BatchNorm statistic whose path and shape match is copied; the classifier
 (`head`) stays freshly initialised unless `init_head` asks for it (and its shape matches), so a
@@ -69,9 +69,9 @@ def _init_from_weights(
 ) -> tuple[TrainState, dict[str, Any]]:
     state_dict = foreign.load_state_dict(path)
     if not init_head:
-        state_dict = {k: v for k, v in state_dict.items() if not k.startswith("fc.")}
+        state_dict = foreign.without_head(state_dict)
     template = state.weights()
-    variables, fresh = foreign.resnet_variables_from_torch(state_dict, jax.device_get(template))
+    variables, fresh = foreign.variables_from_torch(state_dict, jax.device_get(template))
     placed = jax.tree.map(
         lambda new, old: jax.device_put(new, old.sharding).astype(old.dtype), variables, template
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -76,14 +77,24 @@ class TinyNet(nn.Module):
     num_classes: int = 4
     axis_name: str | None = None  # set under pmap / shard_map: BatchNorm statistics over it
     dropout_rate: float = 0.1
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, *, train: bool):
-        x = nn.Conv(8, (3, 3))(x)
+        x = nn.Conv(8, (3, 3), dtype=self.dtype)(x)
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9, axis_name=self.axis_name)(x)
         x = nn.relu(x).mean(axis=(1, 2))
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        return nn.Dense(self.num_classes)(x)
+        return nn.Dense(self.num_classes, dtype=self.dtype)(x)
+
+
+def register_tiny_net(monkeypatch) -> str:
+    """Registers TinyNet as the model `tiny_net` for this test: whole runs with BatchNorm and
+    dropout at a fraction of a registered model's compile time."""
+    from flaxcls.models import registry
+
+    monkeypatch.setitem(registry.MODELS, "tiny_net", TinyNet)
+    return "tiny_net"
 
 
 def tiny_batch(n=32, seed=0):

@@ -1,117 +1,97 @@
 """PyTorch ResNet weights in the flaxcls ResNet: same logits as PyTorch on the same input."""
 
+import functools
 import os
 import pickle
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from safetensors.numpy import load_file
 
 from flaxcls import foreign, transfer
 from flaxcls.errors import ConfigError
-from flaxcls.models import get_model
+from flaxcls.models import get_model, resnet
 from flaxcls.steps import create_train_state
 
-torch = pytest.importorskip("torch")
-nn = torch.nn
-
-
-class TorchBasicBlock(nn.Module):
-    """torchvision's BasicBlock, written out (torchvision itself is not needed)."""
-
-    def __init__(self, inplanes, planes, stride):
-        super().__init__()
-        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.downsample = None
-        if stride != 1 or inplanes != planes:
-            self.downsample = nn.Sequential(
-                nn.Conv2d(inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes)
-            )
-
-    def forward(self, x):
-        y = torch.relu(self.bn1(self.conv1(x)))
-        y = self.bn2(self.conv2(y))
-        return torch.relu(y + (x if self.downsample is None else self.downsample(x)))
-
-
-class TorchResNet18(nn.Module):
-    """torchvision.models.resnet18's layout and names."""
-
-    def __init__(self, num_classes):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.maxpool = nn.MaxPool2d(3, 2, 1)
-        inplanes = 64
-        for i, planes in enumerate((64, 128, 256, 512)):
-            stride = 1 if i == 0 else 2
-            blocks = [TorchBasicBlock(inplanes, planes, stride), TorchBasicBlock(planes, planes, 1)]
-            setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
-            inplanes = planes
-        self.fc = nn.Linear(512, num_classes)
-
-    def forward(self, x):
-        x = self.maxpool(torch.relu(self.bn1(self.conv1(x))))
-        for i in range(4):
-            x = getattr(self, f"layer{i + 1}")(x)
-        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
+# A PyTorch ResNet in torchvision's resnet18 layout, narrowed, with its logits on two images:
+# made by fixtures/make_resnet_fixture.py, so torch is not needed here.
+RESNET_WEIGHTS = os.path.join(FIXTURES, "resnet_state_dict.safetensors")
 
 
 @pytest.fixture(scope="module")
-def torch_model():
-    torch.manual_seed(0)
-    model = TorchResNet18(num_classes=10)
-    with torch.no_grad():  # non-trivial BatchNorm statistics and affine parameters
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.2, 0.2)
-                module.running_var.uniform_(0.5, 1.5)
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.2, 0.2)
-    return model.eval()
+def resnet_reference():
+    with np.load(os.path.join(FIXTURES, "resnet_logits.npz")) as f:
+        return f["images"], f["logits"], int(f["width"])
 
 
-def _flax_logits(path, images, init_head=True):
-    model = get_model("resnet18", num_classes=10)
-    state = create_train_state(model, optax.sgd(0.1), jax.random.PRNGKey(0), images.shape[1:])
+def _random_state(model, image_shape):
+    """A train state of `model` filled with random numbers: its shapes come from tracing
+    `create_train_state`, which skips compiling the initialisers (minutes on a busy CPU)."""
+    shapes = jax.eval_shape(
+        lambda: create_train_state(model, optax.sgd(0.1), jax.random.PRNGKey(0), image_shape)
+    )
+    rng = np.random.default_rng(0)
+    return jax.tree.map(
+        lambda s: jnp.asarray(
+            rng.normal(size=s.shape).astype(s.dtype)
+            if jnp.issubdtype(s.dtype, jnp.floating)
+            else np.zeros(s.shape, s.dtype)
+        ),
+        shapes,
+    )
+
+
+def _flax_logits(path, images, width, init_head=True):
+    model = resnet.ResNet18(num_classes=10, num_filters=width)
+    state = _random_state(model, images.shape[1:])
     state, summary = transfer.init_from_run(state, path, init_head=init_head)
     variables = {"params": state.params, "batch_stats": state.batch_stats}
-    return np.asarray(model.apply(variables, jnp.asarray(images), train=False)), summary
+    apply = jax.jit(functools.partial(model.apply, train=False))
+    return np.asarray(apply(variables, jnp.asarray(images))), summary
 
 
-@pytest.mark.parametrize("fmt", ["safetensors", "pt"])
-def test_imported_weights_give_pytorch_logits(tmp_path, torch_model, fmt):
-    path = str(tmp_path / f"resnet18.{fmt}")
-    if fmt == "safetensors":
-        from safetensors.torch import save_file
-
-        save_file(torch_model.state_dict(), path)
-    else:
-        torch.save(torch_model.state_dict(), path)
-    images = np.random.default_rng(0).normal(size=(4, 64, 64, 3)).astype(np.float32)
-    with torch.no_grad():
-        expected = torch_model(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
-    got, summary = _flax_logits(path, images)
+def test_imported_weights_give_pytorch_logits(resnet_reference):
+    images, expected, width = resnet_reference
+    got, summary = _flax_logits(RESNET_WEIGHTS, images, width)
+    # float32 through 17 layers, two convolution libraries: logits of magnitude ~10 agree to
+    # ~1e-5; a misplaced weight or statistic moves them by far more.
     np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
     assert summary["fresh"] == []
 
 
-def test_a_head_of_another_size_stays_fresh(tmp_path, torch_model):
+def test_a_torch_save_file_gives_the_same_logits(tmp_path, resnet_reference):
+    torch = pytest.importorskip("torch")
+    images, expected, width = resnet_reference
     path = str(tmp_path / "resnet18.pt")
-    torch.save(torch_model.state_dict(), path)
-    model = get_model("resnet18", num_classes=3)
-    state = create_train_state(model, optax.sgd(0.1), jax.random.PRNGKey(0), (32, 32, 3))
-    new, summary = transfer.init_from_run(state, path)  # init_head=False: fc is not read
+    torch.save({k: torch.from_numpy(v) for k, v in load_file(RESNET_WEIGHTS).items()}, path)
+    got, _ = _flax_logits(path, images, width)
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_a_torch_save_file_without_torch_names_the_fix(tmp_path, monkeypatch):
+    path = str(tmp_path / "resnet18.pt")
+    with open(path, "wb") as f:
+        f.write(b"not read")
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ImportError
+    with pytest.raises(ConfigError, match="pip install torch"):
+        foreign.load_state_dict(path)
+
+
+def test_a_head_of_another_size_stays_fresh(resnet_reference):
+    width = resnet_reference[2]
+    model = resnet.ResNet18(num_classes=3, num_filters=width)
+    state = _random_state(model, (32, 32, 3))
+    new, summary = transfer.init_from_run(state, RESNET_WEIGHTS)  # init_head=False: fc unread
     assert set(summary["fresh"]) == {"params/head/kernel", "params/head/bias"}
     np.testing.assert_array_equal(new.params["head"]["kernel"], state.params["head"]["kernel"])
     np.testing.assert_array_equal(
         new.params["stem_conv"]["kernel"],
-        torch_model.conv1.weight.detach().numpy().transpose(2, 3, 1, 0),
+        load_file(RESNET_WEIGHTS)["conv1.weight"].transpose(2, 3, 1, 0),  # OIHW -> HWIO
     )
 
 
@@ -121,6 +101,7 @@ class _Payload:
 
 
 def test_pickled_objects_are_never_executed(tmp_path):
+    pytest.importorskip("torch")  # torch's weights-only unpickler is what refuses them
     path = str(tmp_path / "evil.pt")
     with open(path, "wb") as f:
         pickle.dump({"conv1.weight": _Payload()}, f)
@@ -138,3 +119,28 @@ def test_weights_of_another_architecture_are_named(tmp_path):
     state = create_train_state(model, optax.sgd(0.1), jax.random.PRNGKey(0), (32, 32, 3))
     with pytest.raises(ConfigError, match="features.0.weight"):
         transfer.init_from_run(state, path)
+
+
+def test_vit_weights_from_a_torch_save_file_with_older_torchvision_names(tmp_path):
+    """The torchvision ViT fixture (fixtures/make_vit_fixture.py), saved with torch.save under
+    the MLP names torchvision used before 0.13, gives the fixture's PyTorch logits."""
+    torch = pytest.importorskip("torch")
+    from flaxcls.models.vit import ViT
+
+    state_dict = load_file(os.path.join(FIXTURES, "vit_torchvision.safetensors"))
+    older = {
+        k.replace(".mlp.0.", ".mlp.linear_1.").replace(".mlp.3.", ".mlp.linear_2."): v
+        for k, v in state_dict.items()
+    }
+    assert any(".mlp.linear_1." in k for k in older)
+    path = str(tmp_path / "vit.pth")
+    torch.save({k: torch.from_numpy(v) for k, v in older.items()}, path)
+    with np.load(os.path.join(FIXTURES, "vit_logits.npz")) as f:
+        images, expected = f["images"], f["torchvision_logits"]
+    model = ViT(num_classes=5, patch_size=8, width=32, depth=2, num_heads=2)
+    state = create_train_state(model, optax.sgd(0.1), jax.random.PRNGKey(0), (32, 32, 3))
+    state, summary = transfer.init_from_run(state, path, init_head=True)
+    assert summary["fresh"] == []
+    logits = model.apply(state.weights(), jnp.asarray(images), train=False)
+    # float32 on both sides: rounding-level differences, far below a wrong layout's order 1
+    np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=1e-4)

@@ -72,6 +72,7 @@ PUBLISHED = [
     ("cifar_resnet56", (32, 32, 3), 10, 853_018),
     ("cifar_resnet18", (32, 32, 3), 10, 11_173_962),
     ("wide_resnet28_10", (32, 32, 3), 10, 36_479_194),
+    ("wide_resnet16_8", (32, 32, 3), 10, 10_961_370),
     ("inception_v3", (299, 299, 3), 1000, 23_834_568),
     ("inception_small", (32, 32, 3), 10, 1_649_402),
 ]
@@ -107,6 +108,7 @@ def test_registry_names_and_every_model_has_a_count():
         "cifar_resnet56",
         "cifar_resnet18",
         "wide_resnet28_10",
+        "wide_resnet16_8",
         "inception_v3",
         "inception_small",
         "fast_cnn",

@@ -46,12 +46,26 @@ class Source:
     own_data: bool = False
 
 
+def import_tfds() -> Any:
+    """tensorflow_datasets, which is an extra: without it, what to install or to use instead."""
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError:
+        raise ConfigError(
+            "reading a dataset through tfds needs tensorflow-datasets, which this install lacks: "
+            "pip install 'flaxcls[tfds]', or train from local files (IDX, npz or an image "
+            "folder: --config.data.source=idx --config.data.path=DIR, see BUILD.md)."
+        ) from None
+    return tfds
+
+
 def tfds_builder(info: DatasetInfo, data_config: Any):
     """A tfds builder whose data is on disk; fails at once (never waits on the network) if not."""
-    import tensorflow_datasets as tfds
+    tfds = import_tfds()
 
     builder = tfds.builder(info.tfds_name, data_dir=data_config.data_dir or None)
-    if builder.is_prepared():
+    # is_prepared() warns about a version folder that is not there: look for it first
+    if builder.data_path.exists() and builder.is_prepared():
         return builder
     if data_config.download:
         builder.download_and_prepare()
@@ -67,7 +81,7 @@ def tfds_builder(info: DatasetInfo, data_config: Any):
 
 
 def _load_tfds(data_config: Any) -> Loaded:
-    import tensorflow_datasets as tfds
+    tfds = import_tfds()
 
     info = get_dataset_info(data_config.dataset)
     builder = tfds_builder(info, data_config)

@@ -13,7 +13,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from flaxcls.models.layers import ModuleDef, batch_norm, classify, global_avg_pool, he_normal
+from flaxcls.models.layers import (
+    ModuleDef,
+    avg_pool,
+    batch_norm,
+    classify,
+    global_avg_pool,
+    he_normal,
+    max_pool,
+)
 
 Padding = str | int | tuple[int, int]
 
@@ -49,11 +57,11 @@ class ConvBN(nn.Module):
 
 def _avg_pool_3x3(x: jax.Array) -> jax.Array:
     # torch's AvgPool2d(3, stride=1, padding=1) counts the zero padding in the mean.
-    return nn.avg_pool(x, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)), count_include_pad=True)
+    return avg_pool(x, 3, 1, padding=((1, 1), (1, 1)))
 
 
 def _max_pool_3x3_2(x: jax.Array) -> jax.Array:
-    return nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
+    return max_pool(x, 3, 2, padding="VALID")
 
 
 class InceptionA(nn.Module):
@@ -225,7 +233,7 @@ class SmallDownsample(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         b3 = self.conv(self.ch3, (3, 3), strides=2, name="branch3x3")(x)
-        pool = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+        pool = max_pool(x, 3, 2, padding="SAME")
         return jnp.concatenate([b3, pool], axis=-1)
 
 

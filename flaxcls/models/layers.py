@@ -48,6 +48,35 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
     return x.max(axis=(2, 4))
 
 
+# Pools as flax's nn.max_pool / nn.avg_pool compute them, in the form jax2onnx exports: it
+# replaces those two functions while it traces with versions that take keyword arguments and
+# 'SAME'/'VALID' padding only (and its lax.reduce_window lowering gives ONNX Runtime a 4-D
+# kernel it rejects), so explicit padding is a pad op in front of a 'VALID' pool.
+Padding = str | tuple[tuple[int, int], tuple[int, int]]
+
+
+def _pad(x: jax.Array, padding: Padding, value: float) -> tuple[jax.Array, str]:
+    if isinstance(padding, str):
+        return x, padding
+    return jnp.pad(x, ((0, 0), *padding, (0, 0)), constant_values=value), "VALID"
+
+
+def max_pool(x: jax.Array, window: int, strides: int, padding: Padding) -> jax.Array:
+    """`nn.max_pool(x, (window, window), (strides, strides), padding)` over NHWC, exactly."""
+    x, padding = _pad(x, padding, -jnp.inf)  # max pools pad with -inf
+    return nn.max_pool(
+        x, window_shape=(window, window), strides=(strides, strides), padding=padding
+    )
+
+
+def avg_pool(x: jax.Array, window: int, strides: int, padding: Padding) -> jax.Array:
+    """`nn.avg_pool(..., count_include_pad=True)` over NHWC: the zero padding counts."""
+    x, padding = _pad(x, padding, 0.0)
+    return nn.avg_pool(
+        x, window_shape=(window, window), strides=(strides, strides), padding=padding
+    )
+
+
 def global_avg_pool(x: jax.Array) -> jax.Array:
     """Mean over the spatial axes of NHWC."""
     return x.mean(axis=(1, 2))

@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from flaxcls.errors import ConfigError
-from flaxcls.models import cnn, fast_cnn, inception, mlp, resnet, wide_resnet
+from flaxcls.models import cnn, fast_cnn, inception, mlp, resnet, vit, wide_resnet
 
 # Every constructor takes num_classes, dtype (compute dtype; parameters stay float32) and
 # dropout_rate, and its module is called as `model(images, train=...)` on float32 NHWC images.
@@ -28,8 +28,13 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "cifar_resnet56": resnet.CifarResNet56,
     "cifar_resnet18": resnet.CifarResNet18,
     "wide_resnet28_10": wide_resnet.WideResNet28_10,
+    "wide_resnet16_8": wide_resnet.WideResNet16_8,
     "inception_v3": inception.InceptionV3,
     "inception_small": inception.InceptionSmall,
+    "vit_ti16": vit.ViT_Ti16,  # DeiT-Ti, 224 px
+    "vit_s16": vit.ViT_S16,  # DeiT-S
+    "vit_b16": vit.ViT_B16,  # DeiT-B / ViT-B/16
+    "vit_cifar": vit.ViT_Cifar,  # patch 4, for 32x32 images
 }
 
 

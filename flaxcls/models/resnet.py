@@ -18,6 +18,7 @@ from flaxcls.models.layers import (
     classify,
     global_avg_pool,
     he_normal,
+    max_pool,
 )
 
 # 'projection': 1x1 conv + BN when the shape changes (torchvision).
@@ -124,7 +125,7 @@ class ResNet(nn.Module):
         x = conv(self.num_filters, (k, k), self.stem_strides, padding=k // 2, name="stem_conv")(x)
         x = nn.relu(norm(name="stem_bn")(x))
         if self.stem_pool:
-            x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+            x = max_pool(x, 3, 2, padding=((1, 1), (1, 1)))
         for i, num_blocks in enumerate(self.stage_sizes):
             for j in range(num_blocks):
                 x = self.block_cls(

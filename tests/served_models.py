@@ -1,0 +1,78 @@
+"""Untrained models of the registry as serving functions (uint8 NHWC images -> probabilities),
+for export checks that need no training run: tests/test_export_models.py and
+benchmarks/export_all_models.py."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from flaxcls.data.contract import Normalizer
+from flaxcls.models import get_model
+
+# Image sizes of the quick checks: the smallest each model's stride pattern takes comfortably.
+SMALL_SIZE = 32
+SMALL_SIZES = {"inception_v3": 75}  # its stem and reductions need at least 75x75
+# The sizes the ImageNet models are built for.
+FULL_SIZES = {"resnet50": 224, "inception_v3": 299}
+
+
+def small_shape(name: str, channels: int = 3) -> tuple[int, int, int]:
+    size = SMALL_SIZES.get(name, SMALL_SIZE)
+    return (size, size, channels)
+
+
+def _perturb(variables: dict, key: jax.Array) -> dict:
+    """Fresh initialisations have zero biases and heads and identity BatchNorm statistics, which
+    would let an exporter drop or mishandle them unnoticed: give every parameter some noise and
+    the BatchNorm statistics values a trained network has."""
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(variables)
+    keys = jax.random.split(key, len(leaves))
+    out = []
+    for (path, leaf), k in zip(leaves, keys, strict=True):
+        names = [getattr(p, "key", "") for p in path]
+        noise = jax.random.normal(k, leaf.shape, leaf.dtype)
+        if "batch_stats" in names and names[-1] == "var":
+            leaf = leaf * jnp.exp(0.3 * noise)
+        elif "batch_stats" in names:
+            leaf = leaf + 0.1 * noise
+        else:
+            leaf = leaf + 0.02 * noise
+        out.append(leaf)
+    return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def served_model(
+    name: str, images: np.ndarray, num_classes: int = 5, seed: int = 0
+) -> tuple[Callable[[jax.Array], jax.Array], np.ndarray]:
+    """uint8 images -> probabilities of the registered model `name` for images shaped like
+    `images`, randomly initialised and served as `flaxcls.runs.serving_function` serves a
+    trained one (normalisation inside, BatchNorm statistics as constants), and JAX's
+    probabilities on `images`. The logits are scaled to a spread of about 2 on `images`, so
+    that the probabilities are far from uniform and from one-hot."""
+    image_shape = images.shape[1:]
+    model = get_model(name, num_classes=num_classes)
+    key_init, key_noise = jax.random.split(jax.random.key(seed))
+    variables = model.init(key_init, jnp.zeros((1, *image_shape), jnp.float32), train=False)
+    variables = _perturb(dict(variables), key_noise)
+    channels = image_shape[-1]
+    normalizer = Normalizer((0.45,) * channels, (0.25,) * channels)
+
+    def apply(variables: dict, images: jax.Array) -> jax.Array:
+        return model.apply(variables, normalizer(images), train=False)
+
+    def logits(images: jax.Array) -> jax.Array:
+        return apply(variables, images)
+
+    # the weights as arguments, not closed-over constants that XLA would try to fold
+    reference_logits = jax.jit(apply)(variables, images)
+    spread = float(jnp.std(reference_logits))
+    temperature = 2.0 / spread if spread > 0 else 1.0
+
+    def serve(images: jax.Array) -> jax.Array:
+        return jax.nn.softmax(logits(images) * temperature, axis=-1)
+
+    return serve, np.asarray(jax.nn.softmax(reference_logits * temperature, axis=-1))
