@@ -188,7 +188,8 @@ class Seed:
                 test = json.load(f)
             row.update(test_accuracy=test["accuracy"], test_loss=test["loss"], step=test["step"])
         elif self.stopped:
-            row["stopped"] = "SIGTERM at the time budget: checkpoint saved, no accuracy"
+            # The loop saves a checkpoint on SIGTERM; a process still starting just exits.
+            row["stopped"] = "SIGTERM at the time budget, no accuracy"
         else:
             row["error"] = f"exit status {self.process.returncode}: {self.log_tail(1)}"
         return row

@@ -248,7 +248,9 @@ def model_fits(model_name: str, image_shape: tuple[int, int, int]) -> bool:
     model = get_model(model_name, num_classes=2)
 
     def init(images: jax.Array) -> Any:
-        return model.init(jax.random.PRNGKey(0), images, train=False, capture_intermediates=True)
+        key = jax.random.PRNGKey(0)  # both streams, as create_train_state gives them (NNX needs it)
+        rngs = {"params": key, "dropout": key}
+        return model.init(rngs, images, train=False, capture_intermediates=True)
 
     try:
         shapes = jax.eval_shape(init, jax.ShapeDtypeStruct((1, *image_shape), jnp.float32))

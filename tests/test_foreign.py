@@ -138,9 +138,10 @@ def test_vit_weights_from_a_torch_save_file_with_older_torchvision_names(tmp_pat
     with np.load(os.path.join(FIXTURES, "vit_logits.npz")) as f:
         images, expected = f["images"], f["torchvision_logits"]
     model = ViT(num_classes=5, patch_size=8, width=32, depth=2, num_heads=2)
-    state = create_train_state(model, optax.sgd(0.1), jax.random.PRNGKey(0), (32, 32, 3))
-    state, summary = transfer.init_from_run(state, path, init_head=True)
-    assert summary["fresh"] == []
-    logits = model.apply(state.weights(), jnp.asarray(images), train=False)
+    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), images, train=False))
+    template = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)  # no init compiled
+    variables, fresh = foreign.variables_from_torch(foreign.load_state_dict(path), template)
+    assert fresh == []
+    logits = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, images)
     # float32 on both sides: rounding-level differences, far below a wrong layout's order 1
     np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=1e-4)

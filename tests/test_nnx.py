@@ -14,7 +14,7 @@ from flax import nnx
 from flaxcls import create_train_state, eval_step, train_step
 from flaxcls.checkpoint import Checkpointer
 from flaxcls.models import MODELS, from_nnx
-from flaxcls.steps import init_variables
+from flaxcls.steps import TrainState
 
 SHAPE = (12, 12, 1)
 
@@ -67,17 +67,30 @@ def _assert_close(a, b):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
 
 
-def test_nnx_and_its_linen_twin_train_to_the_same_parameters():
-    tx = optax.adam(1e-2)
-    ours = create_train_state(from_nnx(NNXCNN, num_classes=3), tx, jax.random.PRNGKey(0), SHAPE)
+@pytest.fixture(scope="module")
+def nnx_state():
+    """The NNX CNN's state, initialised once for the file (compiling an init costs seconds)."""
+    model = from_nnx(NNXCNN, num_classes=3)
+    return create_train_state(model, optax.adam(1e-2), jax.random.PRNGKey(0), SHAPE)
+
+
+def test_nnx_and_its_linen_twin_train_to_the_same_parameters(nnx_state):
+    ours = nnx_state
     assert jax.tree.map(jnp.shape, ours.batch_stats) == {
         "bn1": {"mean": (8,), "var": (8,)},
         "bn2": {"mean": (16,), "var": (16,)},
     }
-    twin = create_train_state(LinenCNN(num_classes=3), tx, jax.random.PRNGKey(1), SHAPE)
-    assert not np.allclose(twin.params["head"]["kernel"], ours.params["head"]["kernel"])
-    twin = twin.replace(
-        params=ours.params, batch_stats=ours.batch_stats, opt_state=tx.init(ours.params)
+    twin_model = LinenCNN(num_classes=3)
+    images = jnp.zeros((1, *SHAPE))
+    shapes = jax.eval_shape(lambda: twin_model.init(jax.random.PRNGKey(1), images, train=False))
+    assert jax.tree.map(jnp.shape, shapes) == jax.tree.map(jnp.shape, ours.weights())
+    # the twin starts from the NNX model's weights and statistics, with its own optimiser state
+    twin = TrainState.create(
+        apply_fn=twin_model.apply,
+        params=ours.params,
+        batch_stats=ours.batch_stats,
+        tx=optax.adam(1e-2),
+        rng=ours.rng,
     )
     step, evaluate = jax.jit(train_step), jax.jit(eval_step)
     batches = _batches(6)
@@ -91,14 +104,15 @@ def test_nnx_and_its_linen_twin_train_to_the_same_parameters():
     _assert_close(evaluate(ours, batches[5]), evaluate(twin, batches[5]))
 
 
-def test_dropout_draws_from_the_step_rng_and_evaluation_is_deterministic():
+def test_dropout_draws_from_the_step_rng_and_evaluation_is_deterministic(nnx_state):
     model = from_nnx(NNXCNN, num_classes=3, dropout_rate=0.5)
     images = jnp.asarray(_batches(1)[0]["image"])
-    variables = init_variables(
-        model, {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}, images
-    )
-    assert set(variables) == {"params", "batch_stats"}  # no rng state or graph in the variables
+    rngs = {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}
+    shapes = jax.eval_shape(lambda: model.init(rngs, images, train=False))
+    assert set(shapes) == {"params", "batch_stats"}  # no rng state or graph in the variables
+    variables = nnx_state.weights()  # dropout has no weights: the same variables fit
 
+    @jax.jit
     def train(seed):
         rngs = {"dropout": jax.random.PRNGKey(seed)}
         return model.apply(variables, images, train=True, rngs=rngs, mutable=["batch_stats"])
@@ -107,9 +121,9 @@ def test_dropout_draws_from_the_step_rng_and_evaluation_is_deterministic():
     np.testing.assert_array_equal(a, b)
     assert not np.allclose(a, c)
     assert not np.allclose(updates["batch_stats"]["bn1"]["mean"], 0.0)
-    evaluated = model.apply(variables, images, train=False)
-    np.testing.assert_array_equal(evaluated, model.apply(variables, images, train=False))
-    assert not np.allclose(evaluated, a)
+    evaluate = jax.jit(lambda x: model.apply(variables, x, train=False))
+    np.testing.assert_array_equal(evaluate(images), evaluate(images))
+    assert not np.allclose(evaluate(images), a)
 
 
 class TakesTrain(nnx.Module):
@@ -123,11 +137,19 @@ class TakesTrain(nnx.Module):
 def test_a_call_that_takes_train_gets_it():
     model = from_nnx(TakesTrain, num_classes=2)
     images = jnp.ones((3, 4, 4, 4))
-    variables = model.init(jax.random.PRNGKey(0), images, train=False)
-    difference = model.apply(variables, images, train=True) - model.apply(
-        variables, images, train=False
-    )
+    variables = {"params": {"head": {"kernel": jnp.ones((4, 2)), "bias": jnp.zeros(2)}}}
+    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), images, train=False))
+    assert jax.tree.map(jnp.shape, shapes) == jax.tree.map(jnp.shape, variables)
+    apply = jax.jit(model.apply, static_argnames="train")
+    difference = apply(variables, images, train=True) - apply(variables, images, train=False)
     np.testing.assert_allclose(difference, 100.0)
+
+
+def test_the_config_checks_trace_a_registered_nnx_model(monkeypatch):
+    from flaxcls.config_checks import model_fits
+
+    monkeypatch.setitem(MODELS, "nnx_cnn_fits", functools.partial(from_nnx, NNXCNN))
+    assert model_fits("nnx_cnn_fits", SHAPE)  # its Dropout draws a key when built
 
 
 def test_an_instance_is_refused():
@@ -135,26 +157,19 @@ def test_an_instance_is_refused():
         from_nnx(NNXCNN(3, rngs=nnx.Rngs(0)))
 
 
-def test_checkpoint_restores_the_nnx_state(tmp_path):
-    model = from_nnx(NNXCNN, num_classes=3)
-    tx = optax.sgd(0.1, momentum=0.9)
-    state = create_train_state(model, tx, jax.random.PRNGKey(0), SHAPE)
-    step = jax.jit(train_step)
-    batches = _batches(3)
-    for batch in batches[:2]:
-        state, _ = step(state, batch)
+def test_checkpoint_restores_the_nnx_state(tmp_path, nnx_state):
+    state, _ = jax.jit(train_step)(nnx_state, _batches(1)[0])
     checkpointer = Checkpointer(str(tmp_path))
     checkpointer.save(state)
     checkpointer.close()
-    fresh = create_train_state(model, tx, jax.random.PRNGKey(1), SHAPE)
-    restored = Checkpointer(str(tmp_path)).restore(fresh).state
-    assert int(restored.step) == 2
+    target = jax.tree.map(jnp.zeros_like, state)  # the same structure, other values
+    restored = Checkpointer(str(tmp_path)).restore(target).state
+    assert int(restored.step) == 1
     for x, y in zip(jax.tree.leaves(restored), jax.tree.leaves(state), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-    np.testing.assert_array_equal(
-        jax.jit(eval_step)(restored, batches[2])["loss"],
-        jax.jit(eval_step)(state, batches[2])["loss"],
-    )
+    batch = _batches(2)[1]
+    evaluate = jax.jit(eval_step)
+    np.testing.assert_array_equal(evaluate(restored, batch)["loss"], evaluate(state, batch)["loss"])
 
 
 @pytest.mark.slow

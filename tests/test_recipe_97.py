@@ -96,7 +96,7 @@ def test_the_recipe_trains_at_toy_size(tmp_path, monkeypatch):
             "eval_every_epochs=1.0",
             "batch_size=16",
             "eval_batch_size=20",
-            "steps_per_dispatch=2",
+            "steps_per_dispatch=1",
             "progress_bar=False",
             "compilation_cache_dir=''",
         ],
@@ -141,9 +141,9 @@ def test_two_seeds_and_their_ensemble_rows(tmp_path):
     agree with the ensemble computed here from the two checkpoints."""
     test_images, test_labels = write_idx(str(tmp_path))
     out = str(tmp_path / "seeds.json")
-    sets = [f"data.path={tmp_path}", "model.name=seed_cnn", "model.dtype=float32"]
+    sets = [f"data.path={tmp_path}", "model.name=mlp", "model.dtype=float32"]
     sets += ["num_epochs=1.0", "eval_every_epochs=1.0", "batch_size=16", "eval_batch_size=20"]
-    sets += ["steps_per_dispatch=2"]
+    sets += ["steps_per_dispatch=1"]
     recipe_seeds.main(
         ["--config", CONFIG, "--seeds", "0", "1", "--ensemble", "--out", out]
         + ["--workdir", str(tmp_path / "runs"), "--set", *sets]

@@ -1,6 +1,7 @@
 """Vision Transformers: published sizes, the step contract, and timm / torchvision weights giving
 PyTorch's own logits (fixtures made by tests/fixtures/make_vit_fixture.py; no torch needed)."""
 
+import functools
 import os
 
 import jax
@@ -9,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from flaxcls import create_train_state, eval_step, get_model, train_step, transfer
+from flaxcls import create_train_state, eval_step, foreign, get_model, train_step
 from flaxcls.errors import ConfigError
 from flaxcls.models.vit import ViT
 
@@ -43,47 +44,66 @@ def _tiny_vit(num_classes: int = 5, **kwargs) -> ViT:
     return ViT(num_classes=num_classes, patch_size=8, width=32, depth=2, num_heads=2, **kwargs)
 
 
-def _logits(state, images):
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
-    return np.asarray(state.apply_fn(variables, jnp.asarray(images), train=False))
+def _template(model: ViT, side: int = 32) -> dict:
+    """Zeros in the shape of the model's variables, without running (or compiling) its init."""
+    images = jnp.zeros((1, side, side, 3))
+    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), images, train=False))
+    return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+
+
+def _fixture_weights(layout: str) -> dict:
+    return foreign.load_state_dict(os.path.join(FIXTURES, f"vit_{layout}.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def reference():
+    with np.load(os.path.join(FIXTURES, "vit_logits.npz")) as f:
+        return dict(f)
 
 
 @pytest.mark.parametrize("layout", ["timm", "torchvision"])
-def test_pytorch_weights_give_pytorch_logits(layout):
-    fixture = np.load(os.path.join(FIXTURES, "vit_logits.npz"))
-    images = fixture["images"]
-    state = create_train_state(_tiny_vit(), optax.sgd(0.1), jax.random.PRNGKey(0), (32, 32, 3))
-    path = os.path.join(FIXTURES, f"vit_{layout}.safetensors")
-    state, summary = transfer.init_from_run(state, path, init_head=True)
-    assert summary["fresh"] == []
+def test_pytorch_weights_give_pytorch_logits(layout, reference):
+    model = _tiny_vit()
+    variables, fresh = foreign.variables_from_torch(_fixture_weights(layout), _template(model))
+    assert fresh == []
+    logits = jax.jit(functools.partial(model.apply, train=False))(variables, reference["images"])
     # float32 throughout on both sides, logits of order 1: rounding differences (summation
     # order, erf and softmax implementations) stay near 1e-6; a wrong transpose or head split
     # moves them by order 1.
-    np.testing.assert_allclose(
-        _logits(state, images), fixture[f"{layout}_logits"], atol=1e-4, rtol=1e-4
-    )
+    np.testing.assert_allclose(logits, reference[f"{layout}_logits"], atol=1e-4, rtol=1e-4)
 
 
 def test_fine_tuning_another_label_set_keeps_a_fresh_head():
-    model = _tiny_vit(num_classes=3)
-    state = create_train_state(model, optax.sgd(0.1), jax.random.PRNGKey(0), (32, 32, 3))
-    path = os.path.join(FIXTURES, "vit_timm.safetensors")
-    new, summary = transfer.init_from_run(state, path)  # init_head=False: head.* is not read
-    assert set(summary["fresh"]) == {"params/head/kernel", "params/head/bias"}
-    np.testing.assert_array_equal(new.params["head"]["kernel"], state.params["head"]["kernel"])
-    assert not np.allclose(new.params["pos_embed"], state.params["pos_embed"])
+    template = _template(_tiny_vit(num_classes=3))
+    weights = foreign.without_head(_fixture_weights("timm"))  # what init_head=False reads
+    assert sorted(set(_fixture_weights("timm")) - set(weights)) == ["head.bias", "head.weight"]
+    variables, fresh = foreign.variables_from_torch(weights, template)
+    assert set(fresh) == {"params/head/kernel", "params/head/bias"}
+    np.testing.assert_array_equal(variables["params"]["pos_embed"], weights["pos_embed"])
 
 
 def test_weights_of_another_size_are_refused_by_name():
-    model = _tiny_vit(num_classes=5)
-    state = create_train_state(model, optax.sgd(0.1), jax.random.PRNGKey(0), (16, 16, 3))
-    path = os.path.join(FIXTURES, "vit_timm.safetensors")
-    with pytest.raises(ConfigError, match="pos_embed"):  # 16 px: 5 tokens here, 17 there
-        transfer.init_from_run(state, path)
+    template = _template(_tiny_vit(), side=16)  # 16 px: 5 tokens here, 17 in the weights
+    with pytest.raises(ConfigError, match="pos_embed"):
+        foreign.variables_from_torch(_fixture_weights("timm"), template)
 
 
-def test_trains_through_the_steps_with_stochastic_depth():
-    model = _tiny_vit(num_classes=3, drop_path_rate=0.5)
+def test_stochastic_depth_draws_from_the_dropout_rng(reference):
+    model = _tiny_vit(drop_path_rate=0.5)
+    variables, _ = foreign.variables_from_torch(_fixture_weights("timm"), _template(model))
+    apply = jax.jit(functools.partial(model.apply, train=True))
+    images = reference["images"]
+    drawn = [apply(variables, images, rngs={"dropout": jax.random.PRNGKey(i)}) for i in (0, 0, 1)]
+    np.testing.assert_array_equal(drawn[0], drawn[1])
+    assert not np.allclose(drawn[0], drawn[2])  # the rng decides which branches are dropped
+    # in evaluation every branch is kept: the fixture's logits
+    evaluated = jax.jit(functools.partial(model.apply, train=False))(variables, images)
+    np.testing.assert_allclose(evaluated, reference["timm_logits"], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_trains_through_the_steps():
+    model = _tiny_vit(num_classes=3, drop_path_rate=0.1)
     state = create_train_state(model, optax.adam(3e-3), jax.random.PRNGKey(0), (16, 16, 3))
     assert state.batch_stats == {}
     rng = np.random.default_rng(0)
@@ -91,20 +111,11 @@ def test_trains_through_the_steps_with_stochastic_depth():
         "image": rng.normal(size=(8, 16, 16, 3)).astype(np.float32),
         "label": rng.integers(0, 3, 8).astype(np.int32),
     }
-    head = {"kernel": jnp.asarray(rng.normal(size=(32, 3)), jnp.float32), "bias": jnp.zeros(3)}
-    variables = {"params": {**state.params, "head": head}}  # the zero head hides the features
-    images = jnp.asarray(batch["image"])
-    drawn = [
-        model.apply(variables, images, train=True, rngs={"dropout": jax.random.PRNGKey(i)})
-        for i in (0, 0, 1)
-    ]
-    np.testing.assert_array_equal(drawn[0], drawn[1])
-    assert not np.allclose(drawn[0], drawn[2])  # the step's dropout rng drops branches
-    step = jax.jit(train_step)
-    first = float(jax.jit(eval_step)(state, batch)["loss"])
+    step, evaluate = jax.jit(train_step), jax.jit(eval_step)
+    first = float(evaluate(state, batch)["loss"])
     for _ in range(20):
         state, _ = step(state, batch)
-    assert float(jax.jit(eval_step)(state, batch)["loss"]) < 0.5 * first
+    assert float(evaluate(state, batch)["loss"]) < 0.5 * first
 
 
 def test_bfloat16_compute_keeps_float32_parameters_and_logits():
@@ -120,8 +131,6 @@ def test_bfloat16_compute_keeps_float32_parameters_and_logits():
 def test_a_trained_vit_exports_with_parity(tmp_path, monkeypatch):
     """run.py's path for a ViT: trained by name, restored from its checkpoint, exported to
     ONNX and TFLite, both agreeing with JAX."""
-    import functools
-
     from flaxcls import export as export_lib
     from flaxcls import train as train_lib
     from flaxcls.models import MODELS

@@ -57,7 +57,8 @@ def from_nnx(nnx_class: Callable[..., nnx.Module], **kwargs: Any) -> NNXClassifi
 
     `nnx_class.__call__` takes the images (and optionally `train`) and returns logits of shape
     (batch, num_classes); its `Dropout` and `BatchNorm` modules are switched between training
-    and evaluation for it.
+    and evaluation for it. `init` needs the rngs the module's constructor draws from: an
+    `nnx.Dropout(rate, rngs=rngs)` takes a `dropout` key, which `create_train_state` gives.
     """
     if isinstance(nnx_class, nnx.Module):  # an instance holds its own state: Linen cannot own it
         raise TypeError(
