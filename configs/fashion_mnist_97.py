@@ -9,11 +9,13 @@ smoothing, flip test-time augmentation, 40 epochs of all 60,000 training images.
 
 Not yet run on a GPU: neither its accuracy nor its time is measured. The benchmark table's best
 single models are 96.7% (WRN40-4) and 96.91% (DARTS fine-tuning); this library's best measured
-result is 96.10% (`fashion_mnist_best.py`, WideResNet-28-10, 70 epochs, one seed).
+result is 96.10% (`fashion_mnist_best.py`, WideResNet-28-10, 70 epochs, one seed). That trend
+alone (95.42% after 28 epochs, 96.10% after 70) does not reach 97.0% in 40 epochs of a smaller
+network: SAM and the moving average are what would have to add the rest, untested here.
 
 How it was chosen, from what is measured:
 - Time. WideResNet-28-10 (the same augmentation, batch 128, bf16) trained at 12,500 images/s
-  on one H200, with 39 s of start-up, compilation and testing per run (28 and 70 epochs;
+  on one H200, with about 38 s of start-up, compilation and testing per run (28 and 70 epochs;
   benchmarks/results/fashion_mnist_best_gpu_*.json). XLA's cost analysis of the training step
   (counted on a CPU, 28x28x1) gives 21.65 GFLOP per image for WRN-28-10, so that run used
   about 270 TFLOP/s; WRN-16-8 takes 6.43 GFLOP per image, and 12.85 with SAM's second pass.
@@ -32,12 +34,13 @@ How it was chosen, from what is measured:
   use of the GPU for the narrower network). SAM's rho 0.05 is Foret et al.'s CIFAR-10 value;
   the moving average (decay 0.999, about 4 epochs) smooths the end of training.
 
-Selection, honestly: the choices above were made without reading the test set. Changes to them
-(rho, RandAugment via `data.randaugment_ops`, cutmix, the learning rate, SAM against twice the
-epochs without it) are to be compared on a held-out part of the training set:
-`--set data.validation_fraction=0.1 eval_every_epochs=10` with `recipe_seeds.py --validation`,
-which reports validation accuracy and never the test set's. The finished recipe then retrains on
-all 60,000 images (as here) and reads the test set once.
+Selection: the choices above come from measured time and from `fashion_mnist_best.py`'s recipe
+(whose test accuracy was read at 28 and 70 epochs), not from comparing alternatives on the test
+set. Changes to them (rho, RandAugment via `data.randaugment_ops`, cutmix, the learning rate,
+SAM against twice the epochs without it) are to be compared on a held-out part of the training
+set: `--set data.validation_fraction=0.1 eval_every_epochs=10` with `recipe_seeds.py
+--validation`, which reports validation accuracy and never the test set's. The finished recipe
+then retrains on all 60,000 images (as here) and reads the test set once.
 """
 
 import ml_collections

@@ -75,6 +75,10 @@ PUBLISHED = [
     ("wide_resnet16_8", (32, 32, 3), 10, 10_961_370),
     ("inception_v3", (299, 299, 3), 1000, 23_834_568),
     ("inception_small", (32, 32, 3), 10, 1_649_402),
+    # DeiT (Touvron et al. 2021), as timm's deit_*_patch16_224 and vit_base_patch16_224
+    ("vit_ti16", (224, 224, 3), 1000, 5_717_416),
+    ("vit_s16", (224, 224, 3), 1000, 22_050_664),
+    ("vit_b16", (224, 224, 3), 1000, 86_567_656),
 ]
 
 
@@ -88,7 +92,16 @@ def _fast_cnn_count(channels, stem_kernel, stem, widths, classes):
     return count + previous * classes
 
 
+def _vit_count(side, patch, channels, width, depth, mlp, classes):
+    tokens = (side // patch) ** 2 + 1  # patches and the class token
+    block = 4 * width + (width + 1) * 3 * width + (width + 1) * width  # 2 LayerNorms, attention
+    block += (width + 1) * mlp + (mlp + 1) * width  # MLP
+    embed = patch * patch * channels * width + width + width + tokens * width
+    return embed + depth * block + 2 * width + (width + 1) * classes
+
+
 DERIVED = [
+    ("vit_cifar", (32, 32, 3), 10, _vit_count(32, 4, 3, 256, 7, 512, 10)),
     ("fast_cnn", (32, 32, 3), 10, _fast_cnn_count(3, 2, 24, (64, 256, 256), 10)),
     ("fast_cnn_small", (28, 28, 1), 10, _fast_cnn_count(1, 3, 16, (32, 64, 128), 10)),
     ("mlp", (28, 28, 1), 10, 784 * 128 + 128 + 128 * 10 + 10),
@@ -113,6 +126,10 @@ def test_registry_names_and_every_model_has_a_count():
         "inception_small",
         "fast_cnn",
         "fast_cnn_small",
+        "vit_ti16",
+        "vit_s16",
+        "vit_b16",
+        "vit_cifar",
     }
     assert set(MODELS) == expected
     assert {name for name, *_ in PUBLISHED + DERIVED} == expected

@@ -170,20 +170,29 @@ def test_two_seeds_and_their_ensemble_rows(tmp_path):
         assert rows[name]["loss"] == pytest.approx(nll, rel=1e-4)
 
 
-def test_the_time_budget_stops_cleanly_and_writes_what_it_has(tmp_path):
-    """A budget that runs out during the first seed: it is stopped (SIGTERM), the second is
-    never started, and the JSON still says so."""
-    write_idx(str(tmp_path))  # real data: the seed is still starting when the budget ends
+@pytest.mark.parametrize("concurrent", [False, True])
+def test_the_time_budget_stops_cleanly_and_writes_what_it_has(tmp_path, concurrent):
+    """A budget that runs out while the first seed starts: it is stopped (SIGTERM); run in
+    turn, the second never starts; run at once, both are stopped. The JSON says so."""
+    write_idx(str(tmp_path))  # real data: the seeds are still starting when the budget ends
     out = str(tmp_path / "seeds.json")
     recipe_seeds.main(
         ["--config", CONFIG, "--seeds", "0", "1", "--budget_s", "1", "--ensemble"]
         + ["--ensemble_reserve_s", "0", "--out", out, "--workdir", str(tmp_path / "runs")]
         + ["--set", f"data.path={tmp_path}"]
+        + (["--concurrent"] if concurrent else [])
     )
     with open(out) as f:
         result = json.load(f)
     first, second = result["runs"]
+    assert result["mode"] == ("concurrent" if concurrent else "sequential")
     assert not first["finished"] and "SIGTERM" in first["stopped"]
-    assert not second["finished"] and "not started" in second["stopped"]
+    assert not second["finished"]
+    assert ("SIGTERM" if concurrent else "not started") in second["stopped"]
     assert result["summary"]["seeds_finished"] == 0
     assert "ensemble needs 2" in result["ensemble"]["skipped"]
+
+
+def test_validation_mode_needs_a_validation_split(tmp_path):
+    with pytest.raises(SystemExit, match="validation_fraction"):
+        recipe_seeds.main(["--config", CONFIG, "--validation", "--out", str(tmp_path / "x")])
