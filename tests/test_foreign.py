@@ -116,7 +116,7 @@ def test_weights_of_another_architecture_are_named(tmp_path):
     path = str(tmp_path / "other.safetensors")
     save_file({"features.0.weight": np.zeros((8, 3, 3, 3), np.float32)}, path)
     model = get_model("resnet18", num_classes=10)
-    state = create_train_state(model, optax.sgd(0.1), jax.random.PRNGKey(0), (32, 32, 3))
+    state = _random_state(model, (32, 32, 3))
     with pytest.raises(ConfigError, match="features.0.weight"):
         transfer.init_from_run(state, path)
 

@@ -39,7 +39,7 @@ def test_every_python_block_runs_in_order_as_pasted():
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=1200,  # a hang guard, generous for a loaded machine
     )
     assert result.returncode == 0, result.stderr[-4000:]
     out = result.stdout
