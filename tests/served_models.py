@@ -53,8 +53,8 @@ def served_model(
     """uint8 images -> probabilities of the registered model `name` for images shaped like
     `images`, randomly initialised and served as `flaxcls.runs.serving_function` serves a
     trained one (normalisation inside, BatchNorm statistics as constants), and JAX's
-    probabilities on `images`. The logits are scaled to a spread of about 2 on `images`, so
-    that the probabilities are far from uniform and from one-hot."""
+    probabilities on `images`. The logits are centred and scaled to a spread of about 2 on
+    `images`, so that the probabilities are far from uniform and from one-hot."""
     image_shape = images.shape[1:]
     model = get_model(name, num_classes=num_classes)
     init = jax.jit(functools.partial(model.init, train=False))
@@ -70,11 +70,14 @@ def served_model(
         return apply(variables, images)
 
     # the weights as arguments, not closed-over constants that XLA would try to fold
-    reference_logits = jax.jit(apply)(variables, images)
-    spread = float(jnp.std(reference_logits))
+    reference_logits = np.asarray(jax.jit(apply)(variables, images))
+    # a random network often favours one class for every image: take out each class's mean
+    offset = reference_logits.mean(axis=0)
+    spread = float(np.std(reference_logits - offset))
     temperature = 2.0 / spread if spread > 0 else 1.0
 
     def serve(images: jax.Array) -> jax.Array:
-        return jax.nn.softmax(logits(images) * temperature, axis=-1)
+        return jax.nn.softmax((logits(images) - offset) * temperature, axis=-1)
 
-    return serve, np.asarray(jax.nn.softmax(reference_logits * temperature, axis=-1))
+    centred = jnp.asarray(reference_logits - offset)
+    return serve, np.asarray(jax.nn.softmax(centred * temperature, axis=-1))

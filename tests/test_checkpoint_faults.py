@@ -145,12 +145,12 @@ def mounts():
 
 @pytest.mark.parametrize("place", ["full disk", "read-only checkpoints", "read-only workdir"])
 def test_real_unwritable_places_are_one_line(tmp_path, mounts, place):
-    """A real 3 MB file system, and real read-only mounts, through run.py as a user runs it."""
+    """A real 2 MB file system (one checkpoint fits, two do not), and real read-only mounts, through run.py as a user runs it."""
     config = write_config(
         str(tmp_path), write_npz(str(tmp_path)), **{**LONG, "num_train_steps": 20}
     )
     if place == "full disk":
-        workdir = mounts(str(tmp_path / "small"), "size=3m") + "/run"
+        workdir = mounts(str(tmp_path / "small"), "size=2m") + "/run"
     elif place == "read-only checkpoints":
         workdir = str(tmp_path / "run")
         mounts(os.path.join(workdir, "checkpoints"), "ro")
