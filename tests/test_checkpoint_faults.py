@@ -145,7 +145,8 @@ def mounts():
 
 @pytest.mark.parametrize("place", ["full disk", "read-only checkpoints", "read-only workdir"])
 def test_real_unwritable_places_are_one_line(tmp_path, mounts, place):
-    """A real 2 MB file system (one checkpoint fits, two do not), and real read-only mounts, through run.py as a user runs it."""
+    """A real 2 MB file system (one checkpoint fits, two do not) and real read-only mounts,
+    through run.py as a user runs it."""
     config = write_config(
         str(tmp_path), write_npz(str(tmp_path)), **{**LONG, "num_train_steps": 20}
     )
