@@ -36,17 +36,18 @@ QUICK = {
 }
 
 
-def _cases(fmt: str) -> list:
+def _cases() -> list:
+    """(model, format) pairs, a model's two formats one after the other (they share its build)."""
     return [
-        name if name in QUICK[fmt] else pytest.param(name, marks=pytest.mark.slow)
+        (name, fmt) if name in QUICK[fmt] else pytest.param(name, fmt, marks=pytest.mark.slow)
         for name in MODELS
+        for fmt in export_lib.FORMATS
     ]
 
 
-@functools.cache
+@functools.lru_cache(maxsize=1)  # one model's weights at a time
 def _served(name: str, shape: tuple[int, ...]) -> tuple:
-    """The served model, 5 random images and JAX's probabilities on them (shared by both
-    formats)."""
+    """The served model, 5 random images and JAX's probabilities on them."""
     images = np.random.default_rng(1).integers(0, 256, (5, *shape), dtype=np.uint8)
     serve, expected = served_model(name, images)
     return serve, images, expected
@@ -62,19 +63,15 @@ def _check_export(name: str, shape: tuple[int, ...], fmt: str, out: str) -> None
         np.testing.assert_allclose(got, expected[: len(batch)], rtol=0, atol=TOLERANCE)
 
 
-@pytest.mark.parametrize("name", _cases("onnx"))
-def test_onnx_matches_jax(name, tmp_path):
-    _check_export(name, small_shape(name), "onnx", str(tmp_path))
-
-
-@pytest.mark.parametrize("name", _cases("tflite"))
-def test_tflite_matches_jax(name, tmp_path):
-    _check_export(name, small_shape(name), "tflite", str(tmp_path))
+@pytest.mark.parametrize(("name", "fmt"), _cases())
+def test_export_matches_jax(name, fmt, tmp_path):
+    _check_export(name, small_shape(name), fmt, str(tmp_path))
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fmt", export_lib.FORMATS)
-@pytest.mark.parametrize("name", sorted(FULL_SIZES))
+@pytest.mark.parametrize(
+    ("name", "fmt"), [(name, fmt) for name in sorted(FULL_SIZES) for fmt in export_lib.FORMATS]
+)
 def test_imagenet_models_export_at_full_size(name, fmt, tmp_path):
     size = FULL_SIZES[name]
     _check_export(name, (size, size, 3), fmt, str(tmp_path))
@@ -82,8 +79,8 @@ def test_imagenet_models_export_at_full_size(name, fmt, tmp_path):
 
 @pytest.mark.parametrize("padding", ["SAME", "VALID", ((1, 1), (1, 1))])
 def test_pools_are_flax_pools(padding):
-    """The models' pools (plain lax.reduce_window, which jax2onnx lowers as it is) give flax's
-    nn.max_pool / nn.avg_pool results exactly."""
+    """The models' pools (explicit padding, then flax's pools with 'VALID', the form jax2onnx
+    exports) give nn.max_pool's and nn.avg_pool's results exactly."""
     x = jax.random.normal(jax.random.key(0), (2, 9, 10, 3))
     np.testing.assert_array_equal(
         max_pool(x, 3, 2, padding), nn.max_pool(x, (3, 3), (2, 2), padding)
