@@ -16,12 +16,13 @@ Then, for each pipeline and process count, each process builds its pipeline, war
 of them count images for --seconds together:
 
 - flaxcls_train: `build_input(...).train(0)` of configs/imagenet_resnet50.py's data config:
-  decode the crop window, inception crop, flip, resize to 224, normalise, batch, prefetch;
-  with 2 processes each reads its own share of the files.
+  decode the crop window, inception crop, flip, resize to 224, round to uint8, batch, prefetch
+  (the training step normalises on the device); with 2 processes each reads its own share.
 - flaxcls_eval: `evaluate("test")`: shorter side to 256, central 224 crop, padded batches.
 - torch_train / torch_eval: `DataLoader(ImageFolder(...))` with PIL, RandomResizedCrop(224) +
-  RandomHorizontalFlip + ToTensor / Resize(256) + CenterCrop(224) + ToTensor, num_workers =
-  cores / processes; with 2 processes each reads a DistributedSampler share.
+  RandomHorizontalFlip + PILToTensor / Resize(256) + CenterCrop(224) + PILToTensor: uint8
+  batches too, normalised on the device as timm's prefetcher does; num_workers = cores /
+  processes; with 2 processes each reads a DistributedSampler share.
 - tf_decode / tf_decode_crop: the same records through tf.data, decoding only (the whole image /
   the inception crop window), no resize or batching: the ceiling that JPEG decoding sets.
 
@@ -341,13 +342,15 @@ def _torch_batches(folder: str, transform, args: argparse.Namespace, index: int,
 
 def torch_train(facts: dict, args: argparse.Namespace, index: int, count: int) -> Batches:
     T = import_torchvision().transforms  # noqa: N806
-    transform = T.Compose([T.RandomResizedCrop(IMAGE_SIZE), T.RandomHorizontalFlip(), T.ToTensor()])
+    transform = T.Compose(
+        [T.RandomResizedCrop(IMAGE_SIZE), T.RandomHorizontalFlip(), T.PILToTensor()]
+    )
     return _torch_batches(os.path.join(facts["jpeg_dir"], "train"), transform, args, index, count)
 
 
 def torch_eval(facts: dict, args: argparse.Namespace, index: int, count: int) -> Batches:
     T = import_torchvision().transforms  # noqa: N806
-    transform = T.Compose([T.Resize(EVAL_RESIZE), T.CenterCrop(IMAGE_SIZE), T.ToTensor()])
+    transform = T.Compose([T.Resize(EVAL_RESIZE), T.CenterCrop(IMAGE_SIZE), T.PILToTensor()])
     return _torch_batches(os.path.join(facts["jpeg_dir"], "val"), transform, args, index, count)
 
 

@@ -24,6 +24,7 @@ import numpy as np
 from flaxcls import eval_metrics, sharding
 from flaxcls.checkpoint import Checkpointer
 from flaxcls.data import Input
+from flaxcls.data.contract import Normalizer, normalizing
 from flaxcls.errors import ConfigError
 from flaxcls.runs import LoadedRun, load_run
 from flaxcls.steps import TrainState, predict
@@ -54,10 +55,13 @@ def predict_step(state: TrainState, batch: dict, *, flip_tta: bool = False) -> d
     return {"probs": jax.nn.softmax(logits), "label": batch["label"], "mask": batch["mask"]}
 
 
-def compile_predict(state: TrainState, mesh, flip_tta: bool) -> Callable:
+def compile_predict(
+    state: TrainState, mesh, flip_tta: bool, normalizer: Normalizer | None = None
+) -> Callable:
+    """`predict_step` jitted; batches of uint8 pixels are normalised on the device."""
     state_sharding = jax.tree.map(lambda x: x.sharding, state)
     return jax.jit(
-        functools.partial(predict_step, flip_tta=flip_tta),
+        normalizing(functools.partial(predict_step, flip_tta=flip_tta), normalizer),
         in_shardings=(state_sharding, sharding.batch_sharding(mesh)),
         out_shardings=sharding.replicated(mesh),  # every process gets the global batch
     )
@@ -106,7 +110,7 @@ def run_predictions(run: LoadedRun, split: str, flip_tta: bool, mesh) -> Predict
     if split not in run.inputs.split_sizes or not run.inputs.split_sizes[split]:
         available = [s for s, n in run.inputs.split_sizes.items() if n and s != "train"]
         raise ConfigError(f"split {split!r} is empty or unknown; this run has {available}.")
-    p_predict = compile_predict(run.state, mesh, flip_tta)
+    p_predict = compile_predict(run.state, mesh, flip_tta, run.inputs.normalizer)
     return collect_predictions(p_predict, run.state, run.inputs, split, mesh)
 
 

@@ -20,6 +20,7 @@ from flaxcls import sharding, writers
 from flaxcls.checkpoint import Checkpointer, describe
 from flaxcls.config_checks import check_config
 from flaxcls.data import Input, on_device
+from flaxcls.data.contract import normalizing
 from flaxcls.data.in_step import build_step_augment
 from flaxcls.errors import ConfigError
 from flaxcls.loss_guard import LossGuard
@@ -62,15 +63,19 @@ def compile_steps(config: Any, mesh, state: TrainState, inputs: Input) -> Compil
     state_sharding = jax.tree.map(lambda x: x.sharding, state)
     scan = functools.partial(scan_steps, unroll=unroll_blocks(state, inputs, mesh))
     replicated = sharding.replicated(mesh)
-    step = functools.partial(
-        train_step,
-        label_smoothing=config.label_smoothing,
-        augment=build_step_augment(config.data, inputs.normalizer),
-        frozen_batch_stats=config.frozen_batch_stats,
-        class_weights=class_weights(config, inputs),
+    # Streamed batches arrive as uint8 pixels and are normalised here, on the device.
+    step = normalizing(
+        functools.partial(
+            train_step,
+            label_smoothing=config.label_smoothing,
+            augment=build_step_augment(config.data, inputs.normalizer),
+            frozen_batch_stats=config.frozen_batch_stats,
+            class_weights=class_weights(config, inputs),
+        ),
+        inputs.normalizer,
     )
     p_eval = jax.jit(
-        functools.partial(eval_step, flip_tta=config.flip_tta),
+        normalizing(functools.partial(eval_step, flip_tta=config.flip_tta), inputs.normalizer),
         in_shardings=(state_sharding, sharding.batch_sharding(mesh)),
         out_shardings=replicated,
     )

@@ -9,7 +9,15 @@ from flaxcls.data.api import (
     load_arrays,
     load_input,
 )
-from flaxcls.data.contract import ArraySplit, Batch, DatasetInfo, Input, Layout, Normalizer
+from flaxcls.data.contract import (
+    ArraySplit,
+    Batch,
+    DatasetInfo,
+    Input,
+    Layout,
+    Normalizer,
+    normalizing,
+)
 from flaxcls.data.datasets import DATASETS, get_dataset_info
 from flaxcls.data.input import build_input
 from flaxcls.data.sources import SOURCES, DatasetNotPreparedError
@@ -33,4 +41,5 @@ __all__ = [
     "get_dataset_info",
     "load_arrays",
     "load_input",
+    "normalizing",
 ]

@@ -171,7 +171,10 @@ def load_input(
     **options: Any,
 ) -> Input:
     """The dataset loaded once: `.info`, `.train(start_step)` (endless training batches of
-    `batch_size`, in an order fixed by `seed`), `.evaluate(split)`, `.split_sizes`, ..."""
+    `batch_size`, in an order fixed by `seed`), `.evaluate(split)`, `.split_sizes`, ...
+
+    Its batches are as the training loop takes them: streamed datasets yield uint8 pixels, to
+    be normalised on the device (`jax.jit(flaxcls.data.normalizing(step, .normalizer))`)."""
     _check_options(load_input, options, LOAD_OPTIONS)
     config = data_config(dataset_or_folder, augment=augment, crop_padding=crop_padding, **options)
     return build_input(
@@ -229,10 +232,19 @@ def _check_split(split: str, data: Input) -> None:
 
 
 def _as_uint8(batch: Batch, data: Input) -> Batch:
-    """The batch with the uint8 pixels its normalised images were made from."""
-    if data.normalizer is None:
-        raise ConfigError("normalize=False needs an in-memory dataset; streams come normalised.")
+    """The batch with the uint8 pixels its images were made from."""
     return batch | {"image": data.normalizer.to_uint8(batch["image"])}
+
+
+def _as_float(batch: Batch, data: Input) -> Batch:
+    """The batch with normalised float32 images, as `flaxcls.train_step` takes them (streams
+    yield uint8 pixels, which the training loop normalises on the device)."""
+    return data.normalizer.float_batch(batch)
+
+
+def _in_dtype(stream: Iterator[Batch], data: Input, normalize: bool) -> Iterator[Batch]:
+    convert = _as_float if normalize else _as_uint8
+    return (convert(batch, data) for batch in stream)
 
 
 def _num_steps(steps: int | None, epochs: float | None, steps_per_epoch: int) -> int | None:
@@ -276,8 +288,7 @@ def batches(
         **options,
     )
     count = _num_steps(steps, epochs, data.steps_per_epoch())
-    stream = itertools.islice(data.train(start_step), count)
-    return stream if normalize else (_as_uint8(batch, data) for batch in stream)
+    return _in_dtype(itertools.islice(data.train(start_step), count), data, normalize)
 
 
 def eval_batches(
@@ -296,5 +307,4 @@ def eval_batches(
         dataset_or_folder, batch_size=batch_size, eval_batch_size=batch_size, **options
     )
     _check_split(split, data)
-    stream = data.evaluate(split)
-    return stream if normalize else (_as_uint8(batch, data) for batch in stream)
+    return _in_dtype(data.evaluate(split), data, normalize)

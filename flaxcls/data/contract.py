@@ -19,8 +19,9 @@ from flaxcls.errors import ConfigError
 if TYPE_CHECKING:
     import jax
 
-# image (float32 NHWC, normalised), label (int32) and, for evaluation, mask (float32, 0 marks
-# padding); on the host numpy arrays, inside a compiled step jax arrays.
+# image (NHWC: float32 normalised, or uint8 pixels that the loop normalises on the device),
+# label (int32) and, for evaluation, mask (float32, 0 marks padding); on the host numpy arrays,
+# inside a compiled step jax arrays. `flaxcls.train_step` itself takes float images only.
 Batch = dict[str, "np.ndarray | jax.Array"]
 
 
@@ -78,8 +79,20 @@ class Normalizer:
         with numpy (numpy, jax.numpy, TensorFlow: cast with `tf.cast` first)."""
         return pixels * self.scale + self.shift
 
+    def to_float(self, images: Any) -> Any:
+        """Images as the steps take them: uint8 pixels normalised, float images as they are.
+        Inside a compiled step the dtype is static, so this costs nothing for float batches."""
+        return self(images) if images.dtype == np.uint8 else images
+
+    def float_batch(self, batch: Batch) -> Batch:
+        """`batch` with its image `to_float`: how the loop's compiled steps take batches of
+        uint8 pixels (a quarter of the bytes of float32 to make, batch and copy to devices)."""
+        return batch | {"image": self.to_float(batch["image"])}
+
     def to_uint8(self, images: np.ndarray) -> np.ndarray:
-        """The inverse: normalised images back to their uint8 pixels."""
+        """The inverse: normalised images back to their uint8 pixels (uint8 ones as they are)."""
+        if images.dtype == np.uint8:
+            return images
         pixels = (images - self.shift) / self.scale
         return np.clip(np.round(pixels), 0, 255).astype(np.uint8)
 
@@ -128,8 +141,10 @@ class Layout:
 class Input:
     """What the training loop needs from the data, whatever the source.
 
-    Batches hold this process's rows of the global batch: `image` float32 NHWC (normalised),
-    `label` int32, and for evaluation `mask` float32 (0 marks padding).
+    Batches hold this process's rows of the global batch: `image` NHWC, float32 normalised
+    (in-memory data) or uint8 pixels (streamed data, normalised inside the compiled steps by
+    `normalizer.float_batch`), `label` int32, and for evaluation `mask` float32 (0 marks
+    padding).
     """
 
     info: DatasetInfo
@@ -142,7 +157,7 @@ class Input:
     # (start step, with_uniforms=True) -> {"index"[, "uniforms"]}: this process's rows and
     # their augmentation draws
     train_indices: Callable[..., Iterator[Batch]] | None = None
-    normalizer: Normalizer | None = None  # uint8 -> the float images batches hold
+    normalizer: Normalizer | None = None  # uint8 pixels -> the float images steps take
 
     @property
     def global_batch_size(self) -> int:
@@ -158,3 +173,15 @@ class Input:
 
     def eval_steps(self, split: str) -> int:
         return self.layout.eval_steps(self.split_sizes[split])
+
+
+def normalizing(step: Callable[..., Any], normalizer: Normalizer | None) -> Callable[..., Any]:
+    """`step(state, batch, ...)` that also takes batches of uint8 pixels, normalising them
+    first: jit it, and the normalisation runs on the device, fused into the step."""
+    if normalizer is None:
+        return step
+
+    def step_on_pixels(state: Any, batch: Batch, *args: Any, **kwargs: Any) -> Any:
+        return step(state, normalizer.float_batch(batch), *args, **kwargs)
+
+    return step_on_pixels

@@ -66,15 +66,14 @@ def streaming_input(data_config: Any, layout: Layout) -> Input:
 
     image_size, eval_resize = _image_sizes(data_config, info)
     channels = info.image_shape[-1]
-    normalizer = Normalizer(info.mean, info.std)
-    finish = functools.partial(normalize, normalizer=normalizer)
+    normalizer = Normalizer(info.mean, info.std)  # applied on the device, to uint8 batches
     eval_transform = functools.partial(center_crop, resize=eval_resize, size=image_size)
     train_transform = get_train_transform(data_config.augment, image_size, eval_resize, channels)
 
     preprocess = functools.partial(
         train_example,
         transform=train_transform,
-        finish=finish,
+        finish=to_pixels,
         seed=derive_seed(layout.seed, _AUGMENT_SALT),
         process_index=layout.process_index,
         process_count=layout.process_count,
@@ -96,7 +95,7 @@ def streaming_input(data_config: Any, layout: Layout) -> Input:
         layout=layout,
         image_shape=(image_size, image_size, channels),
         preprocess=functools.partial(
-            eval_example, transform=eval_transform, finish=finish, channels=channels
+            eval_example, transform=eval_transform, finish=to_pixels, channels=channels
         ),
     )
 
@@ -290,7 +289,7 @@ def eval_batches(
         raise RuntimeError(f"{n} examples of {split} do not fit {steps} steps of {read} rows.")
     padding = tf.data.Dataset.from_tensors(
         {
-            "image": tf.zeros(image_shape, tf.float32),
+            "image": tf.zeros(image_shape, tf.uint8),
             "label": tf.zeros([], tf.int32),
             "mask": tf.zeros([], tf.float32),
         }
@@ -330,18 +329,11 @@ def decode(encoded: tf.Tensor, channels: int) -> tf.Tensor:
     return image
 
 
-def normalize(image: tf.Tensor, *, normalizer: Normalizer) -> tf.Tensor:
-    """0..255 -> float32 `(x / 255 - mean) / std`, the in-memory path's multiply-add.
-
-    The per-channel constants are tiled to the image's static shape first: TensorFlow's CPU
-    kernels broadcast a trailing axis of 3 element by element, which made this multiply-add
-    cost as much as decoding the JPEG; on equal shapes it is vectorised, with the same bits."""
-    pixels = tf.cast(image, tf.float32)
-    if not image.shape.is_fully_defined():
-        return normalizer.apply(pixels)
-    scale = np.broadcast_to(normalizer.scale, image.shape).copy()
-    shift = np.broadcast_to(normalizer.shift, image.shape).copy()
-    return pixels * scale + shift
+def to_pixels(image: tf.Tensor) -> tf.Tensor:
+    """A resized float view -> uint8 pixels, rounded. Batches leave tf.data as uint8 (a quarter
+    of float32's bytes to batch, copy and send to the devices); the compiled steps normalise
+    them on the device (`contract.normalizing`), where it is nearly free."""
+    return tf.saturate_cast(tf.round(image), tf.uint8)
 
 
 def center_crop(image: tf.Tensor, *, resize: int, size: int) -> tf.Tensor:
