@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from flaxcls import event_file
+
 
 def _pyplot():
     import matplotlib
@@ -271,15 +273,9 @@ def write_report(workdir: str, report: dict[str, Any], mistakes: list[Any]) -> s
 
 
 def _to_tensorboard(workdir: str, step: int, split: str, pictures: dict[str, str]) -> None:
-    try:
-        from clu import metric_writers
-    except ImportError:  # clu needs TensorFlow; the PNG files stay the record
+    if not event_file.available():  # the PNG files stay the record
         return
-    plt = _pyplot()
-    images = {
-        f"eval_{split}/{os.path.splitext(os.path.basename(p))[0]}": plt.imread(p)[None, ..., :3]
-        for p in pictures.values()
-    }
-    writer = metric_writers.SummaryWriter(os.path.join(workdir, "tensorboard"))
-    writer.write_images(step, {k: (v * 255).astype(np.uint8) for k, v in images.items()})
+    writer = event_file.EventFile(os.path.join(workdir, "tensorboard"))
+    for path in pictures.values():
+        writer.write_png(step, f"eval_{split}/{os.path.splitext(os.path.basename(path))[0]}", path)
     writer.close()

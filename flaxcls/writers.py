@@ -1,6 +1,6 @@
-"""What a run writes and says: `metrics.jsonl` (for scripts) and TensorBoard (through clu, when
-present), the progress display, and the lines that say where the files are and which weights
-the final figures come from."""
+"""What a run writes and says: `metrics.jsonl` (for scripts) and TensorBoard event files (when
+the `tensorboard` package is installed), the progress display, and the lines that say where
+the files are and which weights the final figures come from."""
 
 from __future__ import annotations
 
@@ -13,17 +13,11 @@ from typing import Any, TextIO
 
 import tqdm
 
+from flaxcls import event_file
+
 # Where stderr is not a terminal (a file, a CI log), one progress line this often at most:
 # tqdm's redraws, ten a second, would fill a log with thousands of carriage-return lines.
 LOG_PROGRESS_SECONDS = 30.0
-
-
-def _tensorboard_writer(logdir: str) -> Any:
-    try:  # clu's writer needs TensorFlow; without it the jsonl file still has every figure.
-        from clu import metric_writers
-    except ImportError:
-        return None
-    return metric_writers.SummaryWriter(logdir)
 
 
 class MetricsLog:
@@ -34,7 +28,8 @@ class MetricsLog:
         self._tensorboard = None
         if is_main_process:
             self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")  # noqa: SIM115
-            self._tensorboard = _tensorboard_writer(os.path.join(workdir, "tensorboard"))
+            if event_file.available():  # else the jsonl file still has every figure
+                self._tensorboard = event_file.EventFile(os.path.join(workdir, "tensorboard"))
 
     def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
         if self._jsonl is None:

@@ -85,7 +85,7 @@ class TinyNet(nn.Module):
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9, axis_name=self.axis_name)(x)
         x = nn.relu(x).mean(axis=(1, 2))
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        return nn.Dense(self.num_classes, dtype=self.dtype)(x)
+        return nn.Dense(self.num_classes, dtype=self.dtype, name="head")(x)
 
 
 def register_tiny_net(monkeypatch) -> str:

@@ -11,7 +11,7 @@ import pytest
 from flaxcls import foreign
 from flaxcls.errors import ConfigError
 from tests.helpers import write_npz
-from tests.launch import ROOT, write_config
+from tests.launch import ROOT, write_config, xla_flags
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "JAX_PLATFORMS": "cpu"}
 
@@ -42,7 +42,7 @@ CASES = {
 def test_bad_input_is_one_line_before_compiling(tmp_path, case):
     flags, expected = CASES[case]
     config = write_config(str(tmp_path), write_npz(str(tmp_path)))
-    env = {**ENV, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    env = {**ENV, "XLA_FLAGS": xla_flags(2)}
     result = subprocess.run(
         [sys.executable, "run.py", f"--config={config}", f"--workdir={tmp_path / 'run'}", *flags],
         cwd=ROOT,

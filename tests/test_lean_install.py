@@ -18,7 +18,6 @@ from tests.launch import ROOT, env_for, write_config
 EXTRAS = (
     "tensorflow",
     "tensorflow_datasets",
-    "clu",
     "tensorboard",
     "jax2onnx",
     "onnx",

@@ -11,6 +11,8 @@ import sys
 
 import pytest
 
+from tests.launch import xla_flags
+
 # A subprocess on 8 simulated devices compiling four layouts.
 pytestmark = pytest.mark.slow
 
@@ -105,7 +107,7 @@ def test_jit_pmap_and_shard_map_agree():
     env = {
         **os.environ,
         "JAX_PLATFORMS": "cpu",
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+        "XLA_FLAGS": xla_flags(8),
     }
     result = subprocess.run(
         [sys.executable, "-c", SCRIPT],

@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from tests.launch import xla_flags
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -31,7 +33,7 @@ def test_every_python_block_runs_in_order_as_pasted():
     env = {
         **os.environ,
         "JAX_PLATFORMS": "cpu",
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+        "XLA_FLAGS": xla_flags(8),
     }
     result = subprocess.run(
         [sys.executable, "-c", "\n".join(blocks)],

@@ -149,9 +149,10 @@ def test_flip_tta_is_invariant_to_mirroring():
     assert not np.isclose(plain["loss"], tta["loss"], rtol=1e-4)
 
 
-def test_in_step_augmentations_train_alike_from_host_and_device_data(tmp_path):
+def test_in_step_augmentations_train_alike_from_host_and_device_data(tmp_path, tiny_net):
     npz = write_npz(str(tmp_path))
     augment = {
+        "model.name": tiny_net,
         "data.augment": "crop_flip",
         "data.randaugment_ops": 2,
         "data.erasing_prob": 0.25,
@@ -161,7 +162,7 @@ def test_in_step_augmentations_train_alike_from_host_and_device_data(tmp_path):
     }
     host_config = tiny_config(npz, **augment)
     device_config = tiny_config(npz, **augment, **{"data.on_device": True})
-    plain_config = tiny_config(npz, **{"data.augment": "crop_flip"})
+    plain_config = tiny_config(npz, **{"model.name": tiny_net, "data.augment": "crop_flip"})
     host = train_lib.train_and_evaluate(host_config, str(tmp_path / "host"))
     device = train_lib.train_and_evaluate(device_config, str(tmp_path / "device"))
     train_lib.train_and_evaluate(plain_config, str(tmp_path / "plain"))

@@ -20,7 +20,7 @@ from tests.helpers import TinyNet, crash_after, restored_state, tiny_batch, tiny
 # 60 training examples in batches of 16: 3 steps an epoch, so validation every 3 steps, logs
 # every 4 and 20 steps in all: calls of 8 cross every kind of boundary and end on a short one.
 OVERRIDES = {
-    "model.name": "seed_cnn",
+    "model.name": "tiny_net",  # registered by the `tiny_net` fixture: BatchNorm, dropout, a conv
     "data.augment": "crop_flip",
     "model.dropout_rate": 0.2,
     "num_train_steps": 20,
@@ -58,7 +58,7 @@ def test_scan_steps_equals_the_steps_one_by_one():
 
 
 @pytest.mark.parametrize("on_device", [False, True])
-def test_eight_steps_per_call_train_as_one(tmp_path, on_device):
+def test_eight_steps_per_call_train_as_one(tmp_path, on_device, tiny_net):
     npz = write_npz(str(tmp_path))
     workdirs, results = {}, {}
     for k in (1, 8):
@@ -83,7 +83,7 @@ def test_eight_steps_per_call_train_as_one(tmp_path, on_device):
     assert len(k8_train) == 3 and len(k1_train) > len(k8_train)
 
 
-def test_resumed_eight_step_calls_equal_an_uninterrupted_run(tmp_path, monkeypatch):
+def test_resumed_eight_step_calls_equal_an_uninterrupted_run(tmp_path, monkeypatch, tiny_net):
     config = tiny_config(
         write_npz(str(tmp_path)),
         **OVERRIDES,
