@@ -60,22 +60,29 @@ def init_state(
     layout: str = "replicated",
     min_size: int = 2**16,
     ema_decay: float = 0.0,
+    abstract_only: bool = False,
 ) -> TrainState:
-    """eval_shape -> shardings -> jitted init: nothing is ever built unsharded."""
+    """eval_shape -> shardings -> jitted init: nothing is ever built unsharded. With
+    `abstract_only`, the state's shapes, dtypes and shardings alone: a target to restore a
+    checkpoint into, with nothing computed or compiled."""
     init = functools.partial(
         create_train_state, model, tx, image_shape=tuple(image_shape), ema_decay=ema_decay
     )
     rng = jax.random.PRNGKey(seed)
     abstract = jax.eval_shape(init, rng)
     shardings = sharding.state_shardings(abstract, mesh, layout, min_size)
+    if abstract_only:
+        return jax.tree.map(
+            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
+        )
     return jax.jit(init, out_shardings=shardings)(rng)
 
 
 def build_state(
-    config: Any, info: DatasetInfo, steps_per_epoch: int, mesh
+    config: Any, info: DatasetInfo, steps_per_epoch: int, mesh, abstract_only: bool = False
 ) -> tuple[TrainState, int]:
     """The freshly initialised state for `config` on data described by `info`, sharded over
-    `mesh`, and the run's total number of training steps."""
+    `mesh` (or only its shapes, with `abstract_only`), and the run's total training steps."""
     model = create_model(config, info.num_classes)
     total_steps = total_train_steps(config, steps_per_epoch)
     tx = create_optimizer(config, steps_per_epoch, total_steps)
@@ -88,6 +95,7 @@ def build_state(
         config.mesh.params,
         config.mesh.fsdp_min_size,
         config.get("ema_decay", 0.0),  # runs saved before the option existed have none
+        abstract_only,
     )
     return state, total_steps
 
@@ -208,7 +216,8 @@ def load_run(workdir: str, checkpoint: str = "best", mesh=None) -> LoadedRun:
         info = inputs.info
     else:
         info, steps_per_epoch = facts
-        state, _ = build_state(config, info, steps_per_epoch, mesh)
+        # Shapes only: the checkpoint supplies every value, so nothing is initialised.
+        state, _ = build_state(config, info, steps_per_epoch, mesh, abstract_only=True)
     checkpointer = Checkpointer(
         os.path.join(workdir, "checkpoints"), best_metric=config.get("best_metric", "val_accuracy")
     )
