@@ -236,15 +236,12 @@ def _as_uint8(batch: Batch, data: Input) -> Batch:
     return batch | {"image": data.normalizer.to_uint8(batch["image"])}
 
 
-def _as_float(batch: Batch, data: Input) -> Batch:
-    """The batch with normalised float32 images, as `flaxcls.train_step` takes them (streams
-    yield uint8 pixels, which the training loop normalises on the device)."""
-    return data.normalizer.float_batch(batch)
-
-
 def _in_dtype(stream: Iterator[Batch], data: Input, normalize: bool) -> Iterator[Batch]:
-    convert = _as_float if normalize else _as_uint8
-    return (convert(batch, data) for batch in stream)
+    """Batches with normalised float32 images, as `flaxcls.train_step` takes them (streams
+    yield uint8 pixels, which the training loop normalises on the device), or uint8 pixels."""
+    if normalize:
+        return (data.normalizer.float_batch(batch) for batch in stream)
+    return (_as_uint8(batch, data) for batch in stream)
 
 
 def _num_steps(steps: int | None, epochs: float | None, steps_per_epoch: int) -> int | None:
