@@ -116,14 +116,29 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(member, io.BytesIO(data))
 
 
+def _train_files(jpeg_dir: str) -> int:
+    train = os.path.join(jpeg_dir, "train")
+    return sum(len(os.listdir(os.path.join(train, synset))) for synset in os.listdir(train))
+
+
+def _add_copies(paths: list[str], copies: int) -> None:
+    """Hard links `<name>_copy<k>.JPEG` beside each training JPEG, k = 1 .. copies - 1."""
+    for path in paths:
+        stem, ext = os.path.splitext(path)
+        for k in range(1, copies):
+            os.link(path, f"{stem}_copy{k}{ext}")
+
+
 def _pack_train(jpeg_dir: str, archive: str) -> None:
-    """ILSVRC2012_img_train.tar: one tar per synset, each holding that class's JPEGs."""
+    """ILSVRC2012_img_train.tar: one tar per synset, each holding that class's JPEGs (a hard
+    link's bytes too: tfds's reader would skip a tar link member)."""
     with tarfile.open(archive, "w") as outer:
         for synset in sorted(os.listdir(jpeg_dir)):
             inner = io.BytesIO()
             with tarfile.open(fileobj=inner, mode="w") as tar:
                 for name in sorted(os.listdir(os.path.join(jpeg_dir, synset))):
-                    tar.add(os.path.join(jpeg_dir, synset, name), arcname=name)
+                    with open(os.path.join(jpeg_dir, synset, name), "rb") as f:
+                        _add_bytes(tar, name, f.read())
             _add_bytes(outer, f"{synset}.tar", inner.getvalue())
 
 
@@ -154,7 +169,7 @@ def prepare_data(
     if os.path.exists(facts_path):
         with open(facts_path, encoding="utf-8") as f:
             facts = json.load(f)
-        if facts["params"] == params:
+        if facts["params"] == params and _train_files(facts["jpeg_dir"]) == train_images * copies:
             return facts
     if os.path.realpath(data_dir).startswith(os.path.realpath(ROOT) + os.sep):
         raise SystemExit(f"--data-dir {data_dir} is inside the repository; choose another place.")
@@ -177,6 +192,7 @@ def prepare_data(
         sizes = list(
             pool.map(_write_jpeg, zip(paths, range(len(paths)), strict=True), chunksize=64)
         )
+    _add_copies([p for p in paths if f"{os.sep}train{os.sep}" in p], copies)
     generated = time.perf_counter() - start
 
     import tensorflow_datasets as tfds

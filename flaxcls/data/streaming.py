@@ -27,8 +27,10 @@ from flaxcls.data.sources import tfds_builder
 from flaxcls.errors import ConfigError
 
 Example = dict[str, tf.Tensor]
-# Decode, crop, flip (or none) and resize one encoded image (with a seed) to float32
-# [size, size, C] in 0..255.
+# Decode, crop, resize and flip (or not) one encoded image (with a seed) to uint8 pixels
+# [size, size, C]. Batches leave tf.data as uint8 (a quarter of float32's bytes to batch, copy
+# and send to the devices); the compiled steps normalise them on the device
+# (`contract.normalizing`), where it is nearly free.
 Transform = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -73,7 +75,6 @@ def streaming_input(data_config: Any, layout: Layout) -> Input:
     preprocess = functools.partial(
         train_example,
         transform=train_transform,
-        finish=to_pixels,
         seed=derive_seed(layout.seed, _AUGMENT_SALT),
         process_index=layout.process_index,
         process_count=layout.process_count,
@@ -94,9 +95,7 @@ def streaming_input(data_config: Any, layout: Layout) -> Input:
         sizes,
         layout=layout,
         image_shape=(image_size, image_size, channels),
-        preprocess=functools.partial(
-            eval_example, transform=eval_transform, finish=to_pixels, channels=channels
-        ),
+        preprocess=functools.partial(eval_example, transform=eval_transform, channels=channels),
     )
 
     return Input(
@@ -236,7 +235,18 @@ def _aligned_batches(ds: tf.data.Dataset, batch: int, carried: int) -> Iterator[
             .repeat(carried)
             .concatenate(ds)
         )
-    return ds.batch(batch).prefetch(AUTOTUNE).as_numpy_iterator()
+    return _numpy_batches(ds, batch)
+
+
+def _numpy_batches(ds: tf.data.Dataset, batch: int) -> Iterator[Batch]:
+    """`ds` in batches of `batch` rows, as numpy, prefetched.
+
+    tf.data's autotuning model is off: parallel maps then run one call per core and prefetch
+    buffers still grow as needed, at the same speed here, and deleting a finished iterator
+    (each epoch, each evaluation) no longer waits seconds for the model's thread."""
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.batch(batch).prefetch(AUTOTUNE).with_options(options).as_numpy_iterator()
 
 
 def _zeros_like(spec: Any) -> Any:
@@ -248,7 +258,6 @@ def train_example(
     example: Example,
     *,
     transform: Transform,
-    finish: Callable[[tf.Tensor], tf.Tensor],
     seed: int,
     process_index: int,
     process_count: int,
@@ -258,7 +267,7 @@ def train_example(
     stream_id = position * process_count + process_index  # unique across processes
     example_seed = tf.stack([tf.constant(seed, tf.int64), stream_id])
     image = transform(example["image"], example_seed)
-    return {"image": finish(image), "label": tf.cast(example["label"], tf.int32)}
+    return {"image": image, "label": tf.cast(example["label"], tf.int32)}
 
 
 # --- Evaluation -------------------------------------------------------------------------------
@@ -300,7 +309,7 @@ def eval_batches(
             preprocess, num_parallel_calls=AUTOTUNE
         )
         ds = ds.concatenate(padding)
-    batches = ds.take(steps * read).batch(read).prefetch(AUTOTUNE).as_numpy_iterator()
+    batches = _numpy_batches(ds.take(steps * read), read)
     return batches if read == batch else (pipeline.pad_rows(b, batch) for b in batches)
 
 
@@ -308,12 +317,10 @@ def eval_example(
     example: Example,
     *,
     transform: Callable[[tf.Tensor], tf.Tensor],
-    finish: Callable[[tf.Tensor], tf.Tensor],
     channels: int,
 ) -> Example:
-    image = transform(decode(example["image"], channels))
     return {
-        "image": finish(image),
+        "image": transform(decode(example["image"], channels)),
         "label": tf.cast(example["label"], tf.int32),
         "mask": tf.ones([], tf.float32),
     }
@@ -329,11 +336,12 @@ def decode(encoded: tf.Tensor, channels: int) -> tf.Tensor:
     return image
 
 
-def to_pixels(image: tf.Tensor) -> tf.Tensor:
-    """A resized float view -> uint8 pixels, rounded. Batches leave tf.data as uint8 (a quarter
-    of float32's bytes to batch, copy and send to the devices); the compiled steps normalise
-    them on the device (`contract.normalizing`), where it is nearly free."""
-    return tf.saturate_cast(tf.round(image), tf.uint8)
+def resize_to_pixels(image: tf.Tensor, shape: Any) -> tf.Tensor:
+    """Bilinear resize of uint8 pixels to `shape`, rounded back to uint8 pixels.
+
+    Bilinear weights are convex, so every value stays within 0..255 and adding 0.5 before the
+    truncating cast rounds it: two elementwise passes instead of round, clip and cast."""
+    return tf.cast(tf.image.resize(image, shape, method="bilinear") + 0.5, tf.uint8)
 
 
 def center_crop(image: tf.Tensor, *, resize: int, size: int) -> tf.Tensor:
@@ -342,7 +350,7 @@ def center_crop(image: tf.Tensor, *, resize: int, size: int) -> tf.Tensor:
     scale = resize / tf.cast(tf.reduce_min(shape), tf.float32)
     # At least `resize` on both sides, so that even a tiny image yields a full crop.
     new_shape = tf.maximum(tf.cast(tf.round(tf.cast(shape, tf.float32) * scale), tf.int32), resize)
-    image = tf.image.resize(image, new_shape, method="bilinear")
+    image = resize_to_pixels(image, new_shape)
     top, left = (new_shape[0] - size) // 2, (new_shape[1] - size) // 2
     crop = image[top : top + size, left : left + size]
     crop.set_shape([size, size, image.shape[-1]])  # batching and epoch seams need static shapes
@@ -369,7 +377,7 @@ def inception_crop(image: tf.Tensor, seed: tf.Tensor, *, size: int) -> tf.Tensor
     """The inception crop of a decoded image, resized to `size`."""
     begin, crop_shape = inception_window(tf.shape(image), seed)
     crop = tf.slice(image, tf.concat([begin, [0]], 0), tf.concat([crop_shape, [-1]], 0))
-    return tf.image.resize(crop, [size, size], method="bilinear")
+    return resize_to_pixels(crop, [size, size])
 
 
 def decode_inception_crop(
@@ -386,7 +394,7 @@ def decode_inception_crop(
         window = tf.concat([begin, crop_shape], 0)
         crop = tf.image.decode_and_crop_jpeg(encoded, window, channels=channels)
         crop.set_shape([None, None, channels])
-        return tf.image.resize(crop, [size, size], method="bilinear")
+        return resize_to_pixels(crop, [size, size])
 
     def other() -> tf.Tensor:
         return inception_crop(decode(encoded, channels), seed, size=size)
@@ -397,6 +405,7 @@ def decode_inception_crop(
 
 
 def _random_flip(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    # After the resize, on uint8: the smallest copy of the view there is to mirror.
     return tf.image.stateless_random_flip_left_right(image, seed)
 
 
