@@ -5,7 +5,6 @@ shrunk only in image size, batch and length. No network: sockets refuse to conne
 
 import json
 import math
-import pathlib
 import socket
 
 import numpy as np
@@ -13,10 +12,9 @@ import pytest
 
 tfds = pytest.importorskip("tensorflow_datasets")
 
-from tensorflow_datasets.testing import test_utils as tfds_test_utils  # noqa: E402
-
 from configs import imagenet_resnet50  # noqa: E402
 from flaxcls import train as train_lib  # noqa: E402
+from tests.tfds_mock import mock_streamed_data  # noqa: E402
 
 MOCK_EXAMPLES = 24  # the mock yields this many examples for every split
 SMALL = {
@@ -37,36 +35,15 @@ def refuse(*args, **kwargs):
     raise OSError(f"network access from a test: {args}")
 
 
-class RealFs:
-    """Stands in for tfds's `MockFs`, which `mock_data` wraps around every `as_dataset` only so
-    that the builder's data_dir seems to exist. `MockFs` redirects `tf.io.gfile` and `epath`
-    process-wide into a temporary root, and streaming calls `as_dataset` at every epoch and
-    evaluation: an asynchronous checkpoint write (orbax, through epath, in its own thread)
-    falling in that window went there and failed with FileNotFoundError. The data_dir here is
-    the test's own temporary directory, so the file can simply be written."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        return None
-
-    def add_file(self, path, content=None):
-        path = pathlib.Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(content or "")
-
-
 @pytest.mark.slow
 def test_imagenet_resnet50_config_trains_and_evaluates_on_mock_data(tmp_path, monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket.socket, "connect_ex", refuse)
-    monkeypatch.setattr(tfds_test_utils, "MockFs", RealFs)
     config = imagenet_resnet50.get_config()
     data_dir = str(tmp_path / "tfds")
     config.update_from_flattened_dict({**SMALL, "data.data_dir": data_dir})
     workdir = tmp_path / "run"
-    with tfds.testing.mock_data(num_examples=MOCK_EXAMPLES, data_dir=data_dir):
+    with mock_streamed_data(data_dir, MOCK_EXAMPLES):
         test = train_lib.train_and_evaluate(config, str(workdir))
 
     # The run used the config's recipe: every field the test did not shrink is the config's.

@@ -19,6 +19,7 @@ tfds = pytest.importorskip("tensorflow_datasets")
 from flaxcls.data import Layout, build_input, datasets, streaming  # noqa: E402
 from flaxcls.data.sources import DatasetNotPreparedError  # noqa: E402
 from flaxcls.errors import ConfigError  # noqa: E402
+from tests.tfds_mock import mock_streamed_data  # noqa: E402
 
 MOCK_EXAMPLES = 13  # not a multiple of the batch, so batches straddle epoch boundaries
 TINY_TRAIN, TINY_TEST = 53, 23  # 23 divides neither the eval batch (6) nor the processes (2)
@@ -48,7 +49,7 @@ def data_config(data_dir: str, **overrides) -> types.SimpleNamespace:
 def mock_input(tmp_path):
     """Builds imagenet2012 inputs on mock data; tfds reads lazily (once per epoch and per
     evaluation), so the mock stays on for the whole test, not only while building."""
-    with tfds.testing.mock_data(num_examples=MOCK_EXAMPLES):
+    with mock_streamed_data(str(tmp_path), MOCK_EXAMPLES):
 
         def make(seed=0, **overrides):
             cfg = data_config(str(tmp_path), **overrides)

@@ -11,8 +11,11 @@ every process.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
+import itertools
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -36,6 +39,7 @@ Transform = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
 AUTOTUNE = tf.data.AUTOTUNE
 # Images stay encoded until after shuffling and skipping, so a resume skip decodes nothing.
 _SKIP_IMAGE_DECODING = {"image": tfds.decode.SkipDecoding()}
+_AS_DATASET = threading.Lock()  # see `_as_dataset`
 # Salts that keep the seeds drawn for different purposes from the same (seed, epoch) apart.
 _FILE_SALT, _BUFFER_SALT, _AUGMENT_SALT = 1, 2, 3
 
@@ -144,7 +148,7 @@ def split_size(builder: Any, split: Any) -> int:
     if builder.info.splits:
         return int(builder.info.splits[split].num_examples)
     # No statistics: count what the reader yields (tfds mocks report their size as cardinality).
-    ds = builder.as_dataset(split=split, decoders=_SKIP_IMAGE_DECODING)
+    ds = _as_dataset(builder, split=split, decoders=_SKIP_IMAGE_DECODING)
     count = int(ds.cardinality())
     if count < 0:
         count = int(ds.reduce(np.int64(0), lambda n, _: n + 1))
@@ -156,13 +160,23 @@ def _read(builder: Any, split: Any, *, file_seed: int | None) -> tf.data.Dataset
     options = tf.data.Options()
     options.deterministic = True
     read_config = tfds.ReadConfig(shuffle_seed=file_seed, options=options, try_autocache=False)
-    ds = builder.as_dataset(
+    ds = _as_dataset(
+        builder,
         split=split,
         shuffle_files=file_seed is not None,
         decoders=_SKIP_IMAGE_DECODING,
         read_config=read_config,
     )
     return ds.map(lambda ex: {"image": ex["image"], "label": ex["label"]})
+
+
+def _as_dataset(builder: Any, **kwargs: Any) -> tf.data.Dataset:
+    """`builder.as_dataset(**kwargs)`, one call at a time: the next epoch is built in a thread
+    of its own, and tfds does not promise that a builder is thread-safe (its `mock_data`
+    patches file access process-wide during the call). A call only describes the pipeline, so
+    nothing waits long."""
+    with _AS_DATASET:
+        return builder.as_dataset(**kwargs)
 
 
 # --- Training -------------------------------------------------------------------------------
@@ -198,22 +212,42 @@ def train_batches(
             f"Each process reads {n} training examples, fewer than its batch of {batch}."
         )
     epoch, offset = divmod(start_step * batch, n)
-    carry: Batch | None = None  # the rows of a batch that the previous epoch began
-    while True:
+
+    def epoch_batches(epoch: int, offset: int) -> Iterator[Batch]:
         ds = _epoch_examples(builder, local_split, n, epoch, seed, shuffle_buffer).skip(offset)
         ds = ds.map(preprocess, num_parallel_calls=AUTOTUNE)
-        carried = 0 if carry is None else len(carry["label"])
-        for rows_batch in _aligned_batches(ds, batch, carried):
-            if carry is not None:
-                rows_batch = {
-                    k: np.concatenate([carry[k], v[carried:]]) for k, v in rows_batch.items()
-                }
-                carry = None
-            if len(rows_batch["label"]) < batch:
-                carry = rows_batch
-            else:
-                yield rows_batch
-        epoch, offset = epoch + 1, 0
+        # Batches sit on multiples of `batch` in the stream: an epoch that starts mid-batch
+        # (only ever at offset 0) leaves room for the rows the previous epoch carries over.
+        return _aligned_batches(ds, batch, (epoch * n) % batch if offset == 0 else 0)
+
+    # The next epoch starts (reads its files and fills its shuffle buffer) while this one is
+    # consumed, so an epoch boundary costs no wait: two shuffle buffers are held meanwhile.
+    ahead = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="flaxcls-next-epoch")
+    try:
+        batches = epoch_batches(epoch, offset)
+        carry: Batch | None = None  # the rows of a batch that the previous epoch began
+        while True:
+            upcoming = ahead.submit(_started, epoch_batches, epoch + 1, 0)
+            for rows_batch in batches:
+                if carry is not None:
+                    carried = len(carry["label"])
+                    rows_batch = {
+                        k: np.concatenate([carry[k], v[carried:]]) for k, v in rows_batch.items()
+                    }
+                    carry = None
+                if len(rows_batch["label"]) < batch:
+                    carry = rows_batch
+                else:
+                    yield rows_batch
+            batches, epoch = upcoming.result(), epoch + 1
+    finally:
+        ahead.shutdown(wait=False)  # a next epoch being started finishes on its own
+
+
+def _started(make: Callable[..., Iterator[Batch]], *args: Any) -> Iterator[Batch]:
+    """`make(*args)` with its first batch already produced."""
+    batches = make(*args)
+    return itertools.chain([next(batches)], batches)
 
 
 def _epoch_examples(
