@@ -176,16 +176,7 @@ def prepare_data(
     shutil.rmtree(data_dir, ignore_errors=True)
     start = time.perf_counter()
     jpeg_dir = os.path.join(data_dir, "jpeg")
-    paths = []
-    synsets = _synsets(classes)
-    for c, synset in enumerate(synsets):
-        count = train_images // classes + (c < train_images % classes)
-        paths += [
-            os.path.join(jpeg_dir, "train", synset, f"{synset}_{i}.JPEG") for i in range(count)
-        ]
-    labels = _validation_labels()  # the real labels of the first validation file names
-    for k in range(val_images):
-        paths.append(os.path.join(jpeg_dir, "val", labels[k], f"ILSVRC2012_val_{k + 1:08d}.JPEG"))
+    paths = _jpeg_paths(jpeg_dir, train_images, val_images, classes)
     for folder in {os.path.dirname(p) for p in paths}:
         os.makedirs(folder, exist_ok=True)
     with concurrent.futures.ProcessPoolExecutor(_cores()) as pool:
@@ -194,7 +185,37 @@ def prepare_data(
         )
     _add_copies([p for p in paths if f"{os.sep}train{os.sep}" in p], copies)
     generated = time.perf_counter() - start
+    _prepare_tfds(jpeg_dir, data_dir)
+    facts = {
+        "params": params,
+        **_image_facts(paths, sizes),
+        "train_records": train_images * copies,
+        "tfds_data_dir": os.path.join(data_dir, "tfds"),
+        "jpeg_dir": jpeg_dir,
+        "seconds_to_generate": generated,
+        "seconds_to_prepare": time.perf_counter() - start,
+    }
+    with open(facts_path, "w", encoding="utf-8") as f:
+        json.dump(facts, f, indent=2)
+    return facts
 
+
+def _jpeg_paths(jpeg_dir: str, train_images: int, val_images: int, classes: int) -> list[str]:
+    """Training JPEGs in class folders, then validation JPEGs under their real labels."""
+    paths = []
+    for c, synset in enumerate(_synsets(classes)):
+        count = train_images // classes + (c < train_images % classes)
+        paths += [
+            os.path.join(jpeg_dir, "train", synset, f"{synset}_{i}.JPEG") for i in range(count)
+        ]
+    labels = _validation_labels()  # the real labels of the first validation file names
+    for k in range(val_images):
+        paths.append(os.path.join(jpeg_dir, "val", labels[k], f"ILSVRC2012_val_{k + 1:08d}.JPEG"))
+    return paths
+
+
+def _prepare_tfds(jpeg_dir: str, data_dir: str) -> None:
+    """tfds's own `imagenet2012` builder, fed archives laid out as image-net.org's."""
     import tensorflow_datasets as tfds
 
     tfds.disable_progress_bar()
@@ -210,14 +231,12 @@ def prepare_data(
     )
     shutil.rmtree(manual)  # the archives only feed tfds's builder
 
+
+def _image_facts(paths: list[str], sizes: list[int]) -> dict:
     from PIL import Image
 
-    shapes = []
-    for path in paths:
-        shapes.append(Image.open(path).size)
-    widths, heights = np.array(shapes).T
-    facts = {
-        "params": params,
+    widths, heights = np.array([Image.open(path).size for path in paths]).T
+    return {
         "mean_width": float(widths.mean()),
         "mean_height": float(heights.mean()),
         "min_side": int(np.minimum(widths, heights).min()),
@@ -226,15 +245,7 @@ def prepare_data(
         "mean_jpeg_bytes": float(np.mean(sizes)),
         "bits_per_pixel": float(8 * np.sum(sizes) / np.sum(widths * heights)),
         "jpeg_quality": 90,
-        "train_records": train_images * copies,
-        "tfds_data_dir": os.path.join(data_dir, "tfds"),
-        "jpeg_dir": jpeg_dir,
-        "seconds_to_generate": generated,
-        "seconds_to_prepare": time.perf_counter() - start,
     }
-    with open(facts_path, "w", encoding="utf-8") as f:
-        json.dump(facts, f, indent=2)
-    return facts
 
 
 # --- The pipelines, each a function (facts, args, process index, process count) -> batches ----
