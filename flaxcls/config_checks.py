@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from flaxcls.checkpoint import SAVE_ERROR_MODES
+from flaxcls.data.augment import PADDING_MODES
 from flaxcls.data.datasets import DATASETS
 from flaxcls.errors import ConfigError
 from flaxcls.metrics import BEST_METRICS
@@ -128,7 +129,7 @@ RULES: dict[str, tuple[Rule, str]] = {
     "eval_batch_size": (AT_LEAST_ONE, ""),
     "num_epochs": (POSITIVE, ""),
     "num_train_steps": (Number(1, whole=True, also=((-1, "train for num_epochs"),)), ""),
-    "steps_per_dispatch": (AT_LEAST_ONE, ""),
+    "steps_per_dispatch": (COUNT, "0 picks by platform: 1 on CPUs, 32 on GPUs and TPUs"),
     "optimizer.learning_rate": (POSITIVE, ""),
     "optimizer.momentum": (FRACTION, "0 is plain SGD"),
     "optimizer.b1": (FRACTION, ""),
@@ -138,12 +139,21 @@ RULES: dict[str, tuple[Rule, str]] = {
     "optimizer.grad_clip_norm": (NON_NEGATIVE, "0 turns clipping off"),
     "optimizer.backbone_lr_factor": (NON_NEGATIVE, ""),
     "optimizer.sam_rho": (NON_NEGATIVE, "0 turns SAM off"),
+    "optimizer.freeze_after_epochs": (NON_NEGATIVE, ""),
+    "optimizer.norm_bias_lr_factor": (POSITIVE, ""),
     "schedule.warmup_epochs": (NON_NEGATIVE, ""),
     "schedule.decay_epochs": (Each(NON_NEGATIVE), ""),
     "schedule.decay_factor": (POSITIVE, ""),
     "schedule.end_factor": (PROBABILITY, ""),
+    "schedule.start_factor": (PROBABILITY, ""),
+    "schedule.peak_fraction": (PROBABILITY, ""),
     "label_smoothing": (FRACTION, ""),
     "ema_decay": (FRACTION, "0 turns the average off"),
+    "translate_tta": (COUNT, "0 adds no shifted views"),
+    "lookahead.every": (COUNT, "0 turns lookahead off"),
+    "lookahead.decay": (PROBABILITY, ""),
+    "lookahead.power": (NON_NEGATIVE, ""),
+    "data.crop_padding_mode": (OneOf(PADDING_MODES), ""),
     "eval_every_epochs": (POSITIVE, ""),
     "checkpoint_every_steps": (COUNT, "0 saves only at validations"),
     "keep_checkpoints": (AT_LEAST_ONE, ""),

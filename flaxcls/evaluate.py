@@ -49,19 +49,26 @@ class Predictions:
     mistakes: list[Mistake] = dataclasses.field(default_factory=list)
 
 
-def predict_step(state: TrainState, batch: dict, *, flip_tta: bool = False) -> dict:
+def predict_step(
+    state: TrainState, batch: dict, *, flip_tta: bool = False, translate_tta: int = 0
+) -> dict:
     """Class probabilities for a batch, with its labels and padding mask passed through."""
-    logits = predict(state, batch["image"], flip_tta=flip_tta)
+    logits = predict(state, batch["image"], flip_tta=flip_tta, translate_tta=translate_tta)
     return {"probs": jax.nn.softmax(logits), "label": batch["label"], "mask": batch["mask"]}
 
 
 def compile_predict(
-    state: TrainState, mesh, flip_tta: bool, normalizer: Normalizer | None = None
+    state: TrainState,
+    mesh,
+    flip_tta: bool,
+    normalizer: Normalizer | None = None,
+    translate_tta: int = 0,
 ) -> Callable:
     """`predict_step` jitted; batches of uint8 pixels are normalised on the device."""
     state_sharding = jax.tree.map(lambda x: x.sharding, state)
+    step = functools.partial(predict_step, flip_tta=flip_tta, translate_tta=translate_tta)
     return jax.jit(
-        normalizing(functools.partial(predict_step, flip_tta=flip_tta), normalizer),
+        normalizing(step, normalizer),
         in_shardings=(state_sharding, sharding.batch_sharding(mesh)),
         out_shardings=sharding.replicated(mesh),  # every process gets the global batch
     )
@@ -110,7 +117,9 @@ def run_predictions(run: LoadedRun, split: str, flip_tta: bool, mesh) -> Predict
     if split not in run.inputs.split_sizes or not run.inputs.split_sizes[split]:
         available = [s for s, n in run.inputs.split_sizes.items() if n and s != "train"]
         raise ConfigError(f"split {split!r} is empty or unknown; this run has {available}.")
-    p_predict = compile_predict(run.state, mesh, flip_tta, run.inputs.normalizer)
+    # The run's translated views join its test-time augmentation (flip TTA) variant.
+    translate = int(run.config.get("translate_tta", 0)) if flip_tta else 0
+    p_predict = compile_predict(run.state, mesh, flip_tta, run.inputs.normalizer, translate)
     return collect_predictions(p_predict, run.state, run.inputs, split, mesh)
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from flaxcls.errors import ConfigError
@@ -43,14 +44,32 @@ def _warmup_cosine(
     )
 
 
+def _triangle(
+    lr: float,
+    total_steps: int,
+    *,
+    start_factor: float,
+    peak_fraction: float,
+    end_factor: float,
+    **_: Any,
+) -> optax.Schedule:
+    # airbench94's: linear from lr * start_factor at step 0 to lr at int(peak_fraction * total),
+    # then linear to lr * end_factor at total_steps.
+    total = max(total_steps, 1)
+    steps = jnp.asarray([0.0, float(int(peak_fraction * total)), float(total)])
+    factors = jnp.asarray([start_factor, 1.0, end_factor])
+    return lambda count: lr * jnp.interp(count, steps, factors)
+
+
 SCHEDULES: dict[str, Callable[..., optax.Schedule]] = {
     "constant": _constant,
     "step": _step,
     "cosine": _cosine,
     "warmup_cosine": _warmup_cosine,
+    "triangle": _triangle,
 }
 # Schedules that decay towards the end of training, so must know where it is.
-_NEEDS_TOTAL_STEPS = ("cosine", "warmup_cosine")
+_NEEDS_TOTAL_STEPS = ("cosine", "warmup_cosine", "triangle")
 
 
 def make_schedule(
@@ -62,12 +81,16 @@ def make_schedule(
     decay_steps: Sequence[int] = (),
     decay_factor: float = 0.1,
     end_factor: float = 0.0,
+    start_factor: float = 0.0,
+    peak_fraction: float = 0.0,
 ) -> optax.Schedule:
     """A learning-rate schedule in optimiser steps.
 
     constant; step (multiplied by `decay_factor` at each of `decay_steps`); cosine (from
     `learning_rate` to `learning_rate * end_factor` at `total_steps`); warmup_cosine (linear
-    from 0 over `warmup_steps`, then cosine to `total_steps`).
+    from 0 over `warmup_steps`, then cosine to `total_steps`); triangle (linear from
+    `learning_rate * start_factor` to the peak at `peak_fraction` of `total_steps`, then
+    linear to `learning_rate * end_factor`).
     """
     if name not in SCHEDULES:
         raise ConfigError(f"Unknown schedule {name!r}; choose one of {', '.join(SCHEDULES)}.")
@@ -80,6 +103,8 @@ def make_schedule(
         decay_steps=tuple(decay_steps),
         decay_factor=decay_factor,
         end_factor=end_factor,
+        start_factor=start_factor,
+        peak_fraction=peak_fraction,
     )
 
 
@@ -102,6 +127,9 @@ def _schedule_steps(cfg: Any, steps_per_epoch: int) -> dict[str, Any]:
         decay_steps=tuple(int(e * steps_per_epoch) for e in cfg.decay_epochs),
         decay_factor=cfg.decay_factor,
         end_factor=cfg.end_factor,
+        # runs saved before the triangle schedule have neither
+        start_factor=cfg.get("start_factor", 0.0),
+        peak_fraction=cfg.get("peak_fraction", 0.0),
     )
 
 
@@ -129,10 +157,58 @@ def _adamw(lr: optax.Schedule, *, weight_decay: float, b1: float, b2: float, eps
     return optax.adamw(lr, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, mask=decay_mask)
 
 
+def norm_bias_labels(params: Any) -> Any:
+    """"norm_bias" for the biases of modules whose name holds "norm" (BatchNorm, LayerNorm),
+    "other" for every other leaf: airbench's split of parameters into two learning rates."""
+
+    def label(path: tuple, _: Any) -> str:
+        names = [str(getattr(k, "key", k)) for k in path]
+        return "norm_bias" if names[-1] == "bias" and any("norm" in n for n in names) else "other"
+
+    return jax.tree_util.tree_map_with_path(label, params)
+
+
+def _sgd_decoupled(
+    lr: optax.Schedule,
+    *,
+    peak_learning_rate: float,
+    weight_decay: float,
+    momentum: float,
+    nesterov: bool,
+    batch_size: int,
+    norm_bias_lr_factor: float,
+    **_: Any,
+) -> optax.GradientTransformation:
+    """SGD in the decoupled form of airbench94 (after Myrtle's ResNet series): `learning_rate`
+    is per 1,024 examples and independent of the momentum, `weight_decay` is per 1,024
+    examples and independent of the learning rate, and BatchNorm biases learn
+    `norm_bias_lr_factor` times faster with the same decay.
+
+    airbench sums its loss over the batch and gives torch's SGD the rate
+    lr_g = learning_rate * f_g / (1024 * (1 + 1 / (1 - momentum))) and the L2 coefficient
+    weight_decay * batch_size / (1024 * (1 + 1 / (1 - momentum))) / lr_g, unscheduled. The
+    steps here take the mean loss, so the rate is batch_size times larger and the coefficient
+    batch_size times smaller; the updates are the same. Every parameter is decayed, biases too.
+    """
+    kilostep = 1024.0 * (1.0 + 1.0 / (1.0 - momentum))
+
+    def group(factor: float) -> optax.GradientTransformation:
+        return optax.chain(
+            optax.add_decayed_weights(weight_decay / (peak_learning_rate * factor)),
+            optax.trace(decay=momentum, nesterov=nesterov),
+            optax.scale_by_schedule(lambda count: -lr(count) * factor * batch_size / kilostep),
+        )
+
+    return optax.multi_transform(
+        {"norm_bias": group(norm_bias_lr_factor), "other": group(1.0)}, norm_bias_labels
+    )
+
+
 OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
     "sgd": _sgd,
     "adam": _adam,
     "adamw": _adamw,
+    "sgd_decoupled": _sgd_decoupled,
 }
 
 
@@ -162,6 +238,8 @@ def make_optimizer(
     decay_steps: Sequence[int] = (),
     decay_factor: float = 0.1,
     end_factor: float = 0.0,
+    start_factor: float = 0.0,
+    peak_fraction: float = 0.0,
     weight_decay: float = 0.0,
     momentum: float = 0.9,
     nesterov: bool = False,
@@ -172,6 +250,10 @@ def make_optimizer(
     skip_nonfinite: bool = False,
     backbone_lr_factor: float = 1.0,
     freeze: str = "",
+    freeze_after: str = "",
+    freeze_after_steps: int = 0,
+    batch_size: int = 1024,
+    norm_bias_lr_factor: float = 1.0,
     sam_rho: float = 0.0,
 ) -> optax.GradientTransformation:
     """Clipping (when `grad_clip_norm` > 0), then sgd | adam | adamw driven by the schedule.
@@ -181,12 +263,17 @@ def make_optimizer(
     adam, decoupled for adamw. `skip_nonfinite` leaves parameters and optimiser state as they
     were after a NaN/Inf gradient. `backbone_lr_factor` scales every update but the `head`
     module's (fine-tuning); parameters whose "module/param" path matches the regex `freeze`
-    get no updates at all. `sam_rho` > 0 wraps the whole in SAM (`sam`): its update then
-    needs the gradient at perturbed weights, which `flaxcls.steps.train_step` supplies.
+    get no updates at all, and those matching `freeze_after` none after their first
+    `freeze_after_steps` updates. `sgd_decoupled` also reads `batch_size` (its rates are per
+    1,024 examples) and `norm_bias_lr_factor` (see `_sgd_decoupled`). `sam_rho` > 0 wraps the
+    whole in SAM (`sam`): its update then needs the gradient at perturbed weights, which
+    `flaxcls.steps.train_step` supplies.
     """
     if name not in OPTIMIZERS:
         raise ConfigError(f"Unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}.")
     if callable(learning_rate):
+        if name == "sgd_decoupled":
+            raise ConfigError("sgd_decoupled takes a number as learning_rate, not a schedule.")
         if schedule != "constant":
             raise ConfigError(f"learning_rate is a schedule already; schedule={schedule!r} too.")
         lr = learning_rate
@@ -201,9 +288,20 @@ def make_optimizer(
             decay_steps=decay_steps,
             decay_factor=decay_factor,
             end_factor=end_factor,
+            start_factor=start_factor,
+            peak_fraction=peak_fraction,
         )
     tx = OPTIMIZERS[name](
-        lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov, b1=b1, b2=b2, eps=eps
+        lr,
+        peak_learning_rate=learning_rate,
+        weight_decay=weight_decay,
+        momentum=momentum,
+        nesterov=nesterov,
+        b1=b1,
+        b2=b2,
+        eps=eps,
+        batch_size=batch_size,
+        norm_bias_lr_factor=norm_bias_lr_factor,
     )
     if grad_clip_norm > 0:
         tx = optax.chain(optax.clip_by_global_norm(grad_clip_norm), tx)
@@ -219,11 +317,26 @@ def make_optimizer(
         except re.error as e:
             raise ConfigError(f"freeze={freeze!r} is not a regex: {e}") from None
         tx = optax.chain(tx, optax.masked(optax.set_to_zero(), lambda p: frozen_mask(p, freeze)))
+    if freeze_after:
+        tx = optax.chain(tx, _frozen_after(freeze_after, freeze_after_steps))
     if sam_rho < 0:
         raise ConfigError(f"sam_rho={sam_rho} must be >= 0 (0 turns SAM off).")
     if sam_rho > 0:
         tx = sam(tx, sam_rho)
     return tx
+
+
+def _frozen_after(pattern: str, steps: int) -> optax.GradientTransformation:
+    """Zero updates, from update `steps` on, for the leaves whose path matches `pattern`
+    (airbench trains its whitening bias for the first epochs only)."""
+    try:
+        re.compile(pattern)
+    except re.error as e:
+        raise ConfigError(f"freeze_after={pattern!r} is not a regex: {e}") from None
+    later = optax.transforms.conditionally_transform(
+        optax.set_to_zero(), lambda count: count >= steps
+    )
+    return optax.masked(later, lambda p: frozen_mask(p, pattern))
 
 
 def _normalize(eps: float = 1e-12) -> optax.GradientTransformation:
@@ -277,5 +390,10 @@ def create_optimizer(
         skip_nonfinite=config.get("nonfinite", "stop") == "skip",
         backbone_lr_factor=cfg.backbone_lr_factor,
         freeze=cfg.freeze,
-        sam_rho=cfg.get("sam_rho", 0.0),  # runs saved before the option existed have none
+        # runs saved before these options existed have none of them
+        freeze_after=cfg.get("freeze_after", ""),
+        freeze_after_steps=int(cfg.get("freeze_after_epochs", 0.0) * steps_per_epoch),
+        batch_size=config.batch_size,
+        norm_bias_lr_factor=cfg.get("norm_bias_lr_factor", 1.0),
+        sam_rho=cfg.get("sam_rho", 0.0),
     )

@@ -19,13 +19,16 @@ from flaxcls.steps import TrainState
 from flaxcls.transfer import init_from_run
 
 
-def whiten_stem(state: TrainState, inputs: Input, num_images: int = 5000) -> TrainState:
-    """The stem kernel set by patch whitening of the first `num_images` training images."""
+def whiten_stem(
+    state: TrainState, inputs: Input, num_images: int = 5000, centered: bool = True
+) -> TrainState:
+    """The stem kernel set by patch whitening of the first `num_images` training images
+    (`centered`: see `patch_whitening_kernel`)."""
     kernel = state.params.get("stem", {}).get("kernel")
     if kernel is None or inputs.train_split is None:
         raise ConfigError(
-            "model.whiten_stem needs a model with a `stem` convolution (fast_cnn, fast_cnn_small) "
-            "and a dataset held in memory."
+            "model.whiten_stem needs a model with a `stem` convolution (fast_cnn, "
+            "fast_cnn_small, speedrun_cnn) and a dataset held in memory."
         )
     k, _, channels, width = kernel.shape
     if width != 2 * k * k * channels:
@@ -34,7 +37,7 @@ def whiten_stem(state: TrainState, inputs: Input, num_images: int = 5000) -> Tra
             f"{2 * k * k * channels} filters, the model has {width}."
         )
     images = inputs.normalizer(inputs.train_split.images[:num_images])
-    whitened = jax.device_put(patch_whitening_kernel(images, k), kernel.sharding)
+    whitened = jax.device_put(patch_whitening_kernel(images, k, centered=centered), kernel.sharding)
     params = {**state.params, "stem": {**state.params["stem"], "kernel": whitened}}
     return state.replace(params=params)
 
@@ -57,7 +60,8 @@ def starting_state(
     """The fresh state with a whitened stem and `init_from`'s weights where asked for (a resumed
     run's own checkpoint replaces all of it afterwards)."""
     if config.model.whiten_stem:
-        state = whiten_stem(state, inputs)
+        # runs saved before the option existed whitened centered patches
+        state = whiten_stem(state, inputs, centered=config.model.get("whiten_centered", True))
     if config.init_from:
         state, summary = init_from_run(state, config.init_from, init_head=config.init_head)
         if is_main:

@@ -27,11 +27,25 @@ from flaxcls.checkpoint import Checkpointer
 from flaxcls.config_checks import check_model_input
 from flaxcls.data import DatasetInfo, Input, Normalizer, build_input
 from flaxcls.errors import ConfigError
+from flaxcls.lookahead import Lookahead
 from flaxcls.models import get_model
 from flaxcls.optim import create_optimizer
 from flaxcls.steps import TrainState, create_train_state, predict
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+# model.dtype="auto": bfloat16 where it is fast (tensor cores, the MXU), float32 on CPUs, where
+# XLA emulates bfloat16 arithmetic and it is slower.
+AUTO_DTYPE = {"cpu": "float32"}
+AUTO_DTYPE_ACCELERATOR = "bfloat16"
+
+
+def compute_dtype(name: str) -> Any:
+    """The compute dtype `model.dtype` names; "auto" picks by the default backend."""
+    if name == "auto":
+        name = AUTO_DTYPE.get(jax.default_backend(), AUTO_DTYPE_ACCELERATOR)
+    if name not in DTYPES:
+        raise ConfigError(f"model.dtype={name!r}; choose auto or one of {', '.join(DTYPES)}.")
+    return DTYPES[name]
 
 
 def total_train_steps(config: Any, steps_per_epoch: int) -> int:
@@ -41,12 +55,10 @@ def total_train_steps(config: Any, steps_per_epoch: int) -> int:
 
 
 def create_model(config: Any, num_classes: int):
-    if config.model.dtype not in DTYPES:
-        raise ConfigError(f"model.dtype={config.model.dtype!r}; choose one of {', '.join(DTYPES)}.")
     return get_model(
         config.model.name,
         num_classes=num_classes,
-        dtype=DTYPES[config.model.dtype],
+        dtype=compute_dtype(config.model.dtype),
         dropout_rate=config.model.dropout_rate,
     )
 
@@ -61,12 +73,18 @@ def init_state(
     min_size: int = 2**16,
     ema_decay: float = 0.0,
     abstract_only: bool = False,
+    lookahead: Lookahead | None = None,
 ) -> TrainState:
     """eval_shape -> shardings -> jitted init: nothing is ever built unsharded. With
     `abstract_only`, the state's shapes, dtypes and shardings alone: a target to restore a
     checkpoint into, with nothing computed or compiled."""
     init = functools.partial(
-        create_train_state, model, tx, image_shape=tuple(image_shape), ema_decay=ema_decay
+        create_train_state,
+        model,
+        tx,
+        image_shape=tuple(image_shape),
+        ema_decay=ema_decay,
+        lookahead=lookahead,
     )
     rng = jax.random.PRNGKey(seed)
     abstract = jax.eval_shape(init, rng)
@@ -96,8 +114,17 @@ def build_state(
         config.mesh.fsdp_min_size,
         config.get("ema_decay", 0.0),  # runs saved before the option existed have none
         abstract_only,
+        lookahead_of(config, total_steps),
     )
     return state, total_steps
+
+
+def lookahead_of(config: Any, total_steps: int) -> Lookahead | None:
+    """`config.lookahead` for a run of `total_steps`; None when off (or the run predates it)."""
+    cfg = config.get("lookahead")
+    if cfg is None or cfg.every <= 0:
+        return None
+    return Lookahead(cfg.every, cfg.decay, cfg.power, total_steps)
 
 
 def build_run(config: Any, mesh) -> tuple[Input, TrainState, int]:

@@ -27,6 +27,7 @@ from flax.training import train_state
 
 from flaxcls.data.contract import Batch
 from flaxcls.errors import ContractError
+from flaxcls.lookahead import Lookahead
 from flaxcls.metrics import Sums, classification_sums, cross_entropy
 from flaxcls.optim import uses_sam
 
@@ -34,12 +35,15 @@ from flaxcls.optim import uses_sam
 class TrainState(train_state.TrainState):
     """Flax's TrainState (step, params, opt_state) plus BatchNorm statistics, an rng key and,
     when `ema_decay` > 0, an exponential moving average of both weights (`ema`: {'params',
-    'batch_stats'}), which evaluation and `predict` then use."""
+    'batch_stats'}), which evaluation and `predict` then use; with a `lookahead_spec`, the
+    slow weights of `flaxcls.lookahead` (`lookahead`, the same structure)."""
 
     batch_stats: Any
     rng: jax.Array
     ema: Any = None
     ema_decay: float = struct.field(pytree_node=False, default=0.0)
+    lookahead: Any = None
+    lookahead_spec: Lookahead | None = struct.field(pytree_node=False, default=None)
 
     def weights(self) -> dict[str, Any]:
         """{'params', 'batch_stats'}: what `apply_fn` takes, and what the average averages."""
@@ -52,22 +56,29 @@ def create_train_state(
     rng: jax.Array,
     image_shape: tuple[int, int, int],
     ema_decay: float = 0.0,
+    lookahead: Lookahead | None = None,
 ) -> TrainState:
     """Initialises parameters from `rng` for images of `image_shape` (H, W, C); `ema_decay` > 0
-    also keeps their moving average (see `TrainState`)."""
+    also keeps their moving average, `lookahead` slow weights (see `TrainState`)."""
     params_rng, dropout_rng, state_rng = jax.random.split(rng, 3)
     dummy = jnp.zeros((1, *image_shape), jnp.float32)
     variables = init_variables(model, {"params": params_rng, "dropout": dropout_rng}, dummy)
     params, batch_stats = variables["params"], variables.get("batch_stats", {})
-    ema = {"params": params, "batch_stats": batch_stats} if ema_decay > 0 else None
+
+    def copy() -> dict[str, Any]:
+        # Buffers of their own, so a step that donates the state donates each once.
+        return jax.tree.map(jnp.copy, {"params": params, "batch_stats": batch_stats})
+
     return TrainState.create(
         apply_fn=model.apply,
         params=params,
         batch_stats=batch_stats,
         tx=tx,
         rng=state_rng,
-        ema=ema,
+        ema=copy() if ema_decay > 0 else None,
         ema_decay=ema_decay,
+        lookahead=copy() if lookahead is not None else None,
+        lookahead_spec=lookahead,
     )
 
 
@@ -137,6 +148,14 @@ def ema_update(state: TrainState, finite: jax.Array) -> TrainState:
     decay = jnp.where(finite, decay, 1.0)
     ema = jax.tree.map(lambda e, c: decay * e + (1.0 - decay) * c, state.ema, state.weights())
     return state.replace(ema=ema)
+
+
+def lookahead_update(state: TrainState) -> TrainState:
+    """After an update, the `flaxcls.lookahead` sync of the weights and the slow weights."""
+    if state.lookahead is None:
+        return state
+    weights, slow = state.lookahead_spec.sync(state.step, state.weights(), state.lookahead)
+    return state.replace(lookahead=slow, **weights)
 
 
 def _mask(batch: Batch) -> jax.Array:
@@ -273,7 +292,7 @@ def train_step(
         updates.get("batch_stats", state.batch_stats),
         state.batch_stats,
     )
-    state = ema_update(stepped.replace(batch_stats=batch_stats), finite)
+    state = ema_update(lookahead_update(stepped.replace(batch_stats=batch_stats)), finite)
     sums = classification_sums(logits, batch["label"], mask, per_example)
     sums["nonfinite"] = 1.0 - finite.astype(jnp.float32)
     return state, _psum(sums, axis_name)
@@ -320,23 +339,50 @@ def evaluation_variables(state: TrainState) -> dict[str, Any]:
     return state.ema if state.ema is not None else state.weights()
 
 
-def predict(state: TrainState, images: jax.Array, *, flip_tta: bool = False) -> jax.Array:
-    """Logits in evaluation mode (of the moving-average weights when the state keeps them);
-    with `flip_tta`, the mean of the images' and their mirrors'."""
+def shifted(images: jax.Array, pixels: int) -> tuple[jax.Array, jax.Array]:
+    """The images moved `pixels` down-right and up-left, the uncovered border mirrored."""
+    h, w = images.shape[1:3]
+    p = pixels
+    padded = jnp.pad(images, ((0, 0), (p, p), (p, p), (0, 0)), mode="reflect")
+    return padded[:, :h, :w], padded[:, 2 * p : 2 * p + h, 2 * p : 2 * p + w]
+
+
+def predict(
+    state: TrainState, images: jax.Array, *, flip_tta: bool = False, translate_tta: int = 0
+) -> jax.Array:
+    """Logits in evaluation mode (of the moving-average weights when the state keeps them).
+
+    Test-time augmentation: `flip_tta` averages each image's logits with its mirror's;
+    `translate_tta` > 0 then gives half the weight to the mean of the same over the image
+    shifted that many pixels down-right and up-left (airbench94's level 2 is both, 1 pixel).
+    """
     variables = evaluation_variables(state)
-    logits = state.apply_fn(variables, images, train=False)
-    if flip_tta:
-        logits = 0.5 * (logits + state.apply_fn(variables, images[:, :, ::-1], train=False))
+
+    def views(x: jax.Array) -> jax.Array:
+        logits = state.apply_fn(variables, x, train=False)
+        if flip_tta:
+            logits = 0.5 * (logits + state.apply_fn(variables, x[:, :, ::-1], train=False))
+        return logits
+
+    logits = views(images)
+    if translate_tta > 0:
+        down_right, up_left = shifted(images, translate_tta)
+        logits = 0.5 * logits + 0.25 * (views(down_right) + views(up_left))
     return logits
 
 
 def eval_step(
-    state: TrainState, batch: Batch, *, flip_tta: bool = False, axis_name: str | None = None
+    state: TrainState,
+    batch: Batch,
+    *,
+    flip_tta: bool = False,
+    translate_tta: int = 0,
+    axis_name: str | None = None,
 ) -> Sums:
     """Masked sums of loss and hits with BatchNorm running statistics (summed over `axis_name`);
-    `flip_tta` averages the logits of each image and its mirror image."""
+    `flip_tta` and `translate_tta` average over augmented views (see `predict`)."""
     check_batch(batch)
-    logits = predict(state, batch["image"], flip_tta=flip_tta)
+    logits = predict(state, batch["image"], flip_tta=flip_tta, translate_tta=translate_tta)
     per_example = cross_entropy(logits, batch["label"])
     sums = classification_sums(logits, batch["label"], _mask(batch), per_example)
     return _psum(sums, axis_name)

@@ -49,7 +49,11 @@ def default_data_config() -> ml_collections.ConfigDict:
     data.split_seed = 0  # the stratified split of a folder without split sub-folders
     data.skip_corrupt = False  # skip unreadable images with a warning (else an error)
     data.augment = "none"  # none | flip | crop | crop_flip; streaming: inception_crop_flip
-    data.crop_padding = 4  # pixels of zero padding for the random crop
+    data.crop_padding = 4  # pixels of padding for the random crop
+    data.crop_padding_mode = "constant"  # constant (zeros) | reflect (mirrored, as airbench)
+    # Each image mirrored at random in its first epoch, then on every other epoch (airbench94),
+    # instead of at random each time (augment flip and crop_flip)
+    data.alternating_flip = False
     data.image_size = 224  # streaming and folder datasets: the side images are sized to
     data.eval_resize = 256  # streaming datasets: shorter side before the centre crop
     data.shuffle_buffer = 10_000  # streaming datasets: tf.data shuffle buffer

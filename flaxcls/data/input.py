@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 from flaxcls.data import pipeline, sources
-from flaxcls.data.augment import get_augmentation
+from flaxcls.data.augment import Augmentation, get_augmentation
 from flaxcls.data.contract import Batch, Input, Layout, Normalizer
 
 
@@ -43,16 +44,29 @@ def build_input(
     return array_input(data_config, layout)
 
 
+def augmentation_of(data_config: Any, xp: ModuleType = np) -> Augmentation:
+    """The crop / flip augmentation `data_config` asks for, in numpy or jax.numpy (`xp`)."""
+    return get_augmentation(
+        data_config.augment,
+        data_config.crop_padding,
+        xp,
+        padding_mode=data_config.get("crop_padding_mode", "constant"),
+    )
+
+
 def array_input(data_config: Any, layout: Layout) -> Input:
     """Batches from the dataset's splits held in memory as uint8 arrays."""
     info, splits = sources.load_splits(data_config)
     normalize = Normalizer(info.mean, info.std)
+    # data configs written before these options have neither
+    alternating_flip = data_config.get("alternating_flip", False)
     train = functools.partial(
         pipeline.train_batches,
         splits["train"],
         layout,
-        augment=get_augmentation(data_config.augment, data_config.crop_padding),
+        augment=augmentation_of(data_config),
         normalize=normalize,
+        alternating_flip=alternating_flip,
     )
 
     def evaluate(split: str) -> Iterator[Batch]:
@@ -60,7 +74,11 @@ def array_input(data_config: Any, layout: Layout) -> Input:
 
     def train_indices(start_step: int, with_uniforms: bool = True) -> Iterator[Batch]:
         for index, uniforms in pipeline.train_draws(
-            len(splits["train"]), layout, start_step=start_step, with_uniforms=with_uniforms
+            len(splits["train"]),
+            layout,
+            start_step=start_step,
+            with_uniforms=with_uniforms,
+            alternating_flip=alternating_flip,
         ):
             batch = {"index": index.astype(np.int32)}
             yield batch if uniforms is None else batch | {"uniforms": uniforms}

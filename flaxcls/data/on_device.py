@@ -14,8 +14,9 @@ import numpy as np
 from jax.sharding import Sharding
 
 from flaxcls import sharding
-from flaxcls.data.augment import Augmentation, get_augmentation
+from flaxcls.data.augment import Augmentation
 from flaxcls.data.contract import ArraySplit, Input, Normalizer
+from flaxcls.data.input import augmentation_of
 from flaxcls.errors import ConfigError
 
 
@@ -50,8 +51,7 @@ def compile_train_step(
     step: Callable[..., Any],
     scan: Callable[[Callable], Callable],
     inputs: Input,
-    augment: str,
-    crop_padding: int,
+    data_config: Any,
     state_sharding: Any,
     mesh: Any,
 ) -> tuple[Callable[..., Any], Callable[[int], Iterator[dict[str, np.ndarray]]]]:
@@ -66,10 +66,10 @@ def compile_train_step(
     replicated = sharding.replicated(mesh)
     held = place(inputs.train_split, replicated)
     p_gather = jax.jit(
-        scan(gather_then(step, inputs.normalizer, get_augmentation(augment, crop_padding, jnp))),
+        scan(gather_then(step, inputs.normalizer, augmentation_of(data_config, jnp))),
         in_shardings=(state_sharding, sharding.block_sharding(mesh), replicated),
         out_shardings=(state_sharding, replicated),
         donate_argnums=0,
     )
-    draws = functools.partial(inputs.train_indices, with_uniforms=augment != "none")
+    draws = functools.partial(inputs.train_indices, with_uniforms=data_config.augment != "none")
     return (lambda state, block: p_gather(state, block, held)), draws

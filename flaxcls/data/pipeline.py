@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from flaxcls.data.augment import NUM_UNIFORMS, Augmentation
+from flaxcls.data.augment import FLIP_COLUMN, NUM_UNIFORMS, Augmentation
 from flaxcls.data.contract import ArraySplit, Batch, Layout, Normalizer
 from flaxcls.errors import ConfigError
 
@@ -33,14 +33,35 @@ def global_indices(seed: int, step: int, global_batch_size: int, n: int) -> np.n
     return out
 
 
+@functools.lru_cache(maxsize=4)
+def first_flips(seed: int, n: int) -> np.ndarray:
+    """Whether each example is mirrored in even epochs under the alternating flip."""
+    return np.random.default_rng([seed, 2]).random(n) < 0.5
+
+
+def alternating_flips(seed: int, step: int, index: np.ndarray, n: int) -> np.ndarray:
+    """The flips of global batch `step` (example `index`) under airbench's alternating flip:
+    each example mirrored at random in its first epoch, then on every other epoch, so it is
+    seen both ways in any two epochs in a row."""
+    positions = step * len(index) + np.arange(len(index))
+    odd_epoch = (positions // n) % 2 == 1
+    return first_flips(seed, n)[index] ^ odd_epoch
+
+
 def train_draws(
-    n: int, layout: Layout, *, start_step: int, with_uniforms: bool = True
+    n: int,
+    layout: Layout,
+    *,
+    start_step: int,
+    with_uniforms: bool = True,
+    alternating_flip: bool = False,
 ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     """Endless (example indices, augmentation draws) of this process's rows, from `start_step`.
 
     The draws are made for the whole global batch, so augmentation does not depend on the
     process layout; they are float32, so numpy on the host and jax.numpy on a device crop alike.
-    Without `with_uniforms` (no augmentation to draw for) they are None.
+    Without `with_uniforms` (no augmentation to draw for) they are None. `alternating_flip`
+    sets the flip column by `alternating_flips` instead of at random.
     """
     batch, seed = layout.global_batch_size, layout.seed
     rows = layout.train_share()
@@ -48,12 +69,16 @@ def train_draws(
         raise ConfigError(f"batch size {batch} exceeds the {n} training examples.")
     step = start_step
     while True:
-        index = global_indices(seed, step, batch, n)[rows]
+        index = global_indices(seed, step, batch, n)
         if not with_uniforms:
-            yield index, None
+            yield index[rows], None
         else:
             rng = np.random.default_rng([seed, step, 1])
-            yield index, rng.random((batch, NUM_UNIFORMS))[rows].astype(np.float32)
+            uniforms = rng.random((batch, NUM_UNIFORMS)).astype(np.float32)
+            if alternating_flip:  # the flip column reads "flip" below 0.5
+                flips = alternating_flips(seed, step, index, n)
+                uniforms[:, FLIP_COLUMN] = np.where(flips, 0.0, 1.0)
+            yield index[rows], uniforms[rows]
         step += 1
 
 
@@ -64,9 +89,13 @@ def train_batches(
     start_step: int,
     augment: Augmentation,
     normalize: Normalizer,
+    alternating_flip: bool = False,
 ) -> Iterator[Batch]:
     """Endless training batches (this process's rows) from `start_step` on."""
-    for index, uniforms in train_draws(len(split), layout, start_step=start_step):
+    draws = train_draws(
+        len(split), layout, start_step=start_step, alternating_flip=alternating_flip
+    )
+    for index, uniforms in draws:
         images = augment(split.images[index], uniforms)
         yield {"image": normalize(images), "label": split.labels[index]}
 

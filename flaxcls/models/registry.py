@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from flaxcls.errors import ConfigError
-from flaxcls.models import cnn, fast_cnn, inception, mlp, resnet, vit, wide_resnet
+from flaxcls.models import cnn, fast_cnn, inception, mlp, resnet, speedrun, vit, wide_resnet
 
 # Every constructor takes num_classes, dtype (compute dtype; parameters stay float32) and
 # dropout_rate, and its module is called as `model(images, train=...)` on float32 NHWC images.
@@ -19,6 +19,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "fast_cnn_small": functools.partial(  # narrower, for 28x28 images on CPUs
         fast_cnn.FastCNN, widths=(32, 64, 128), stem_width=16, stem_kernel=3
     ),
+    "speedrun_cnn": speedrun.SpeedrunCNN,  # airbench94's network, layer for layer
     "resnet18": resnet.ResNet18,
     "resnet34": resnet.ResNet34,
     "resnet50": resnet.ResNet50,
