@@ -69,6 +69,31 @@ def max_pool(x: jax.Array, window: int, strides: int, padding: Padding) -> jax.A
     )
 
 
+def max_pool_slices(x: jax.Array, window: int, strides: int, padding: Padding) -> jax.Array:
+    """`max_pool` as the elementwise max of `window**2` strided slices of the padded input.
+
+    The same outputs. The gradient differs only where a window holds its maximum more than
+    once: reduce_window's gradient (select-and-scatter, a scatter on XLA:GPU) gives it all to
+    one element, `jnp.maximum` splits it between the tied ones (the total is kept). In exchange
+    the backward pass is compares, selects and pads, elementwise work that XLA can fuse.
+    """
+    if isinstance(padding, str) and padding != "VALID":
+        raise ValueError(f"max_pool_slices takes 'VALID' or explicit padding, not {padding!r}")
+    x, _ = _pad(x, padding, -jnp.inf)
+    n, h, w, c = x.shape
+    last_h = strides * ((h - window) // strides)  # start of the last window
+    last_w = strides * ((w - window) // strides)
+    # lax slices, not indexing: they stay static slices under a symbolic batch size (export)
+    slices = (
+        jax.lax.slice(
+            x, (0, i, j, 0), (n, i + last_h + 1, j + last_w + 1, c), (1, strides, strides, 1)
+        )
+        for i in range(window)
+        for j in range(window)
+    )
+    return functools.reduce(jnp.maximum, slices)
+
+
 def avg_pool(x: jax.Array, window: int, strides: int, padding: Padding) -> jax.Array:
     """`nn.avg_pool(..., count_include_pad=True)` over NHWC: the zero padding counts."""
     x, padding = _pad(x, padding, 0.0)
