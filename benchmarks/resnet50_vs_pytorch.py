@@ -1,7 +1,8 @@
 """ResNet-50 training throughput on one accelerator: flaxcls vs PyTorch, side by side.
 
   python benchmarks/resnet50_vs_pytorch.py [--batch 256 512] [--xla_flags default pdl ...|all]
-      [--profile] [--steps 50] [--skip_torch] [--out FILE.json]
+      [--variant today pool_slices ...|all] [--profile] [--steps 50] [--skip_torch]
+      [--out FILE.json]
   python benchmarks/resnet50_vs_pytorch.py --tiny    # every path at 32px, in minutes on a CPU
 
 flaxcls: `resnet50` in bfloat16 (float32 parameters), `flaxcls.train_step` under `jax.jit` with
@@ -15,13 +16,24 @@ one) and the PyTorch side run in processes of their own: XLA reads its flags onc
 process, and the frameworks share no allocator. A flag set whose process fails (a flag this
 jaxlib does not know, an out-of-memory batch) is recorded with its error; the others go on.
 
-MFU counts the training FLOPs of flaxcls's step HLO (`cost_analysis` of the lowered step:
-23.8 GFLOP per 224px image, 3x the forward pass) for every row, PyTorch's included, against
-the chip's dense bf16 peak (`--peak_tflops`; known chips are looked up by name).
+`--variant` names ResNet-50 variants of `flaxcls.models.resnet.RESNET50_VARIANTS` (`all` for
+every one): constructor options that change how the network is computed, not what (a max pool
+without select-and-scatter, a stem conv over channel-padded images, one-pass BatchNorm
+statistics, and `best`, their combination). Every flag set x variant pair is a process of its
+own; each row records its `xla_flags` and `variant`, and a setting's name is the flag set,
+followed by `+variant` for any variant but `today`.
 
-`--profile` traces `--profile_steps` steps of flaxcls's step (the first flag set, the first
-batch) with `jax.profiler` into `--profile_dir` (TensorBoard's profile tab, Perfetto) and
-prints the ten kernels that take the most device time per step.
+MFU counts model FLOPs: 2 x the multiply-adds of today's ResNet-50's convolutions and dense
+layer at `--image_size` (read from its jaxpr at batch 1: 4.1 G multiply-adds at 224px), 3x
+for the forward and backward passes (24.6 GFLOP per image), for every row, PyTorch's and the
+variants' included (a padded stem's extra zeros are not model FLOPs), against the chip's
+dense bf16 peak (`--peak_tflops`; known chips are looked up by name). XLA's own count
+(`cost_analysis` of the step, when this jax gives one) is kept beside it.
+
+`--profile` traces `--profile_steps` steps of flaxcls's step (the first batch, in every
+variant's process of the first flag set) with `jax.profiler` into `--profile_dir`
+(TensorBoard's profile tab, Perfetto) and prints the ten kernels that take the most device
+time per step, per variant.
 
 Prints a table and writes benchmarks/results/resnet50_vs_pytorch.json (with `--tiny`:
 runs/resnet50_vs_pytorch_tiny.json).
@@ -32,7 +44,9 @@ from __future__ import annotations
 import argparse
 import functools
 import glob
+import importlib.util
 import json
+import math
 import os
 import subprocess
 import sys
@@ -45,6 +59,7 @@ sys.path.insert(0, ROOT)
 from common import machine, versions, write_json  # noqa: E402
 
 from flaxcls import xla_flags  # noqa: E402
+from flaxcls.models.resnet import RESNET50_VARIANTS  # noqa: E402
 
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "torch", "torchvision", "numpy")
 DEFAULT_OUT = os.path.join(ROOT, "benchmarks", "results", "resnet50_vs_pytorch.json")
@@ -68,6 +83,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=[*xla_flags.GPU_FLAG_SETS, "all"],
         help="flag sets of flaxcls/xla_flags.py, each in its own process",
     )
+    parser.add_argument(
+        "--variant",
+        nargs="+",
+        default=["today"],
+        choices=[*RESNET50_VARIANTS, "all"],
+        help="ResNet-50 variants of flaxcls.models.resnet.RESNET50_VARIANTS, each in its own "
+        "process (per flag set)",
+    )
     parser.add_argument("--profile", action="store_true", help="top-10 kernels of the step")
     parser.add_argument("--profile_steps", type=int, default=5)
     parser.add_argument("--profile_dir", default=os.path.join(ROOT, "runs", "profile_resnet50"))
@@ -90,17 +113,65 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.child_timeout = max(args.child_timeout, 1800.0)  # ResNet-50 compiles slowly on CPUs
     if "all" in args.xla_flags:
         args.xla_flags = list(xla_flags.GPU_FLAG_SETS)
+    if "all" in args.variant:
+        args.variant = list(RESNET50_VARIANTS)
     args.out = args.out or (TINY_OUT if args.tiny else DEFAULT_OUT)
     return args
 
 
-def xla_flops(lowered) -> float:
-    """FLOPs of the step's HLO before optimisation: the compiled GPU module's cost analysis
-    leaves out convolutions that run as cuDNN calls, so it would undercount."""
-    analysis = lowered.cost_analysis()
-    if isinstance(analysis, list | tuple):  # older jax: one dict per computation
-        analysis = analysis[0]
-    return float(analysis.get("flops", 0.0))
+def xla_flops(*stages) -> float | None:
+    """XLA's FLOP count of the step, from the first of `stages` (lowered, compiled) whose
+    `cost_analysis` has one; None when none has (jax 0.11 on a GPU returns None for the lowered
+    step). The lowered HLO comes first: the compiled GPU module's count leaves out convolutions
+    that run as cuDNN calls."""
+    for stage in stages:
+        try:
+            analysis = stage.cost_analysis()
+        except Exception:  # some backends do not implement it
+            continue
+        if isinstance(analysis, list | tuple):  # older jax: one dict per computation
+            analysis = analysis[0] if analysis else None
+        if analysis and analysis.get("flops"):
+            return float(analysis["flops"])
+    return None
+
+
+def _sub_jaxprs(value) -> list:
+    """The jaxprs inside an equation's parameter (jit, custom_vjp, cond branches...)."""
+    if isinstance(value, list | tuple):
+        return [j for v in value for j in _sub_jaxprs(v)]
+    value = getattr(value, "jaxpr", value)  # a ClosedJaxpr holds its Jaxpr
+    return [value] if hasattr(value, "eqns") else []
+
+
+def jaxpr_macs(jaxpr) -> int:
+    """Multiply-adds of the convolutions and dot products in a jaxpr, nested ones included."""
+    total = 0
+    for eqn in jaxpr.eqns:
+        out = eqn.outvars[0].aval
+        if eqn.primitive.name == "conv_general_dilated":
+            kernel = eqn.invars[1].aval  # one output element: kernel size / output features
+            out_features = kernel.shape[eqn.params["dimension_numbers"].rhs_spec[0]]
+            total += math.prod(out.shape) * math.prod(kernel.shape) // out_features
+        elif eqn.primitive.name == "dot_general":
+            (contracted, _), _ = eqn.params["dimension_numbers"]
+            lhs = eqn.invars[0].aval
+            total += math.prod(out.shape) * math.prod(lhs.shape[d] for d in contracted)
+        for value in eqn.params.values():
+            total += sum(jaxpr_macs(sub) for sub in _sub_jaxprs(value))
+    return total
+
+
+def training_flops_per_image(model, image_size: int) -> float:
+    """Model FLOPs of one training image: 2 x the forward pass's multiply-adds (one image, eval
+    mode: BatchNorm and the rest are not counted), x3 for forward and backward."""
+    import jax
+    import jax.numpy as jnp
+
+    image = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
+    variables = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0), image)
+    jaxpr = jax.make_jaxpr(functools.partial(model.apply, train=False))(variables, image)
+    return 3 * 2 * float(jaxpr_macs(jaxpr.jaxpr))
 
 
 def time_steps(step, state, batch, steps: int, warmup: int, sync) -> tuple[float, object]:
@@ -115,7 +186,8 @@ def time_steps(step, state, batch, steps: int, warmup: int, sync) -> tuple[float
 
 
 def flaxcls_step(args: argparse.Namespace, batch_size: int):
-    """The jitted step, its state and a synthetic batch on the device, as the config trains."""
+    """The jitted step, its state and a synthetic batch on the device, as the config trains,
+    for the model variant `args.variant[0]`; and today's model, whose FLOPs MFU counts."""
     import jax
     import jax.numpy as jnp
 
@@ -128,7 +200,8 @@ def flaxcls_step(args: argparse.Namespace, batch_size: int):
     config = imagenet_resnet50.get_config()
     config.batch_size = batch_size
     config.optimizer.learning_rate = 0.1 * batch_size / 256
-    model = create_model(config, num_classes=1000)
+    today = create_model(config, num_classes=1000)
+    model = today.clone(**RESNET50_VARIANTS[args.variant[0]])
     tx = create_optimizer(config, steps_per_epoch=1000, total_steps=100_000)
     mesh = sharding.make_mesh(jax.devices()[:1])
     shape = (args.image_size, args.image_size, 3)
@@ -142,15 +215,16 @@ def flaxcls_step(args: argparse.Namespace, batch_size: int):
     def step(state, batch):
         return train_step(state, batch, label_smoothing=config.label_smoothing)
 
-    return jax.jit(step, donate_argnums=0), state, batch
+    return jax.jit(step, donate_argnums=0), state, batch, today
 
 
 def bench_flaxcls(args: argparse.Namespace) -> dict:
     import jax
 
     rows, top = [], None
+    variant = args.variant[0]
     for i, batch_size in enumerate(args.batch):
-        jitted, state, batch = flaxcls_step(args, batch_size)
+        jitted, state, batch, today = flaxcls_step(args, batch_size)
         start = time.perf_counter()
         lowered = jitted.lower(state, batch)
         compiled = lowered.compile()
@@ -164,26 +238,30 @@ def bench_flaxcls(args: argparse.Namespace) -> dict:
             jax.block_until_ready(state.params)
 
         seconds, state = time_steps(run, state, batch, args.steps, args.warmup, sync)
+        counted = xla_flops(lowered, compiled)
         rows.append(
             {
                 "framework": FLAXCLS,
                 "xla_flags": args.flag_set,
+                "variant": variant,
+                "variant_options": RESNET50_VARIANTS[variant],
                 "batch": batch_size,
                 "device": jax.devices()[0].device_kind,
                 "compile_s": compile_s,
                 "step_ms": 1000 * seconds / args.steps,
                 "images_per_sec": batch_size * args.steps / seconds,
-                "flops_per_image": xla_flops(lowered) / batch_size,
+                "flops_per_image": training_flops_per_image(today, args.image_size),
+                "xla_flops_per_image": counted / batch_size if counted else None,
             }
         )
         print(
-            f"flaxcls [{args.flag_set}] batch {batch_size}: "
+            f"flaxcls [{setting(rows[-1])}] batch {batch_size}: "
             f"{rows[-1]['images_per_sec']:.0f} images/s",
             flush=True,
         )
         if args.profile and i == 0:
             try:  # a profiler that cannot start must not cost the measurements
-                top = profile(run, state, batch, sync, args)
+                top = profile(run, state, batch, sync, args, variant)
             except Exception as e:
                 print(f"profile failed: {e!r}", file=sys.stderr, flush=True)
                 top = {"error": repr(e)}
@@ -191,11 +269,11 @@ def bench_flaxcls(args: argparse.Namespace) -> dict:
     return {"rows": rows, "top_kernels": top}
 
 
-def profile(run, state, batch, sync, args: argparse.Namespace) -> dict:
+def profile(run, state, batch, sync, args: argparse.Namespace, variant: str) -> dict:
     """A `jax.profiler` trace of `profile_steps` steps, and its ten longest kernels per step."""
     import jax
 
-    directory = os.path.abspath(args.profile_dir)
+    directory = os.path.abspath(os.path.join(args.profile_dir, variant))
     with jax.profiler.trace(directory):
         for _ in range(args.profile_steps):
             state = run(state, batch)
@@ -203,7 +281,7 @@ def profile(run, state, batch, sync, args: argparse.Namespace) -> dict:
     traces = glob.glob(os.path.join(directory, "plugins", "profile", "*", "*.xplane.pb"))
     kernels = kernel_times(max(traces, key=os.path.getmtime), args.profile_steps)
     total = sum(k["ms_per_step"] for k in kernels)
-    print_kernels(kernels, args.batch[0], total)
+    print_kernels(kernels, args.batch[0], total, variant)
     return {
         "trace_dir": directory,
         "steps": args.profile_steps,
@@ -260,8 +338,11 @@ def _is_xla_op(event) -> bool:
     return bool(_stat(event, "hlo_op") or _stat(event, "hlo_module"))
 
 
-def print_kernels(kernels: list[dict], batch_size: int, total: float) -> None:
-    print(f"\nTop kernels of flaxcls's step (batch {batch_size}): {total:.2f} ms of kernels a step")
+def print_kernels(kernels: list[dict], batch_size: int, total: float, variant: str) -> None:
+    print(
+        f"\nTop kernels of flaxcls's step ({variant}, batch {batch_size}): "
+        f"{total:.2f} ms of kernels a step"
+    )
     print("| kernel | HLO op | calls/step | ms/step | share |")
     print("|---|---|---|---|---|")
     for k in kernels[:10]:
@@ -383,8 +464,8 @@ def peak_tflops(args: argparse.Namespace, device: str) -> float:
 
 
 def with_mfu(rows: list[dict], args: argparse.Namespace) -> tuple[float, float]:
-    """Adds achieved model TFLOP/s and MFU to every measured row, from flaxcls's FLOPs per
-    image; returns (FLOPs per image, peak TFLOP/s used)."""
+    """Adds achieved model TFLOP/s and MFU to every measured row, from today's ResNet-50's
+    FLOPs per image; returns (FLOPs per image, peak TFLOP/s used)."""
     measured = [r for r in rows if "images_per_sec" in r]
     counted = [r["flops_per_image"] for r in measured if r.get("flops_per_image")]
     flops = counted[0] if counted else 0.0
@@ -396,17 +477,23 @@ def with_mfu(rows: list[dict], args: argparse.Namespace) -> tuple[float, float]:
     return flops, peak
 
 
+def setting(row: dict) -> str:
+    """A flaxcls row's flag set, and its model variant unless that is today's model."""
+    variant = row.get("variant", "today")
+    return row["xla_flags"] + ("" if variant == "today" else f"+{variant}")
+
+
 def ratios(rows: list[dict]) -> dict[str, dict]:
-    """Per batch: PyTorch's images/s, each flag set's flaxcls/PyTorch ratio and the best set."""
+    """Per batch: PyTorch's images/s, each setting's flaxcls/PyTorch ratio and the best one."""
     out = {}
     for batch in sorted({r["batch"] for r in rows if "images_per_sec" in r}):
         at = [r for r in rows if r.get("batch") == batch and "images_per_sec" in r]
         torch_rows = [r for r in at if r["framework"].startswith(PYTORCH)]
-        flax_rows = {r["xla_flags"]: r["images_per_sec"] for r in at if r["framework"] == FLAXCLS}
+        flax_rows = {setting(r): r["images_per_sec"] for r in at if r["framework"] == FLAXCLS}
         entry: dict = {"flaxcls_images_per_sec": flax_rows}
         if flax_rows:
             best = max(flax_rows, key=flax_rows.get)
-            entry["best_xla_flags"] = best
+            entry["best_setting"] = best
             if "default" in flax_rows:
                 entry["best_over_default"] = flax_rows[best] / flax_rows["default"]
         if torch_rows:
@@ -417,7 +504,7 @@ def ratios(rows: list[dict]) -> dict[str, dict]:
     return out
 
 
-def write_results(args, argv, rows: list[dict], top: dict | None) -> None:
+def write_results(args, argv, rows: list[dict], top: dict[str, dict]) -> None:
     flops, peak = with_mfu(rows, args)
     write_json(
         args.out,
@@ -429,16 +516,18 @@ def write_results(args, argv, rows: list[dict], top: dict | None) -> None:
             "image_size": args.image_size,
             "timed_steps": args.steps,
             "xla_flag_sets": {name: xla_flags.GPU_FLAG_SETS[name] for name in args.xla_flags},
+            "variants": {name: RESNET50_VARIANTS[name] for name in args.variant},
             "inherited_xla_flags": os.environ.get("XLA_FLAGS", ""),
             "peak_bf16_tflops": peak,
             "training_flops_per_image": flops,
-            "flops_source": "cost_analysis of flaxcls's lowered (unoptimised) step HLO, used "
-            "for every row",
+            "flops_source": "2 x the multiply-adds of the convolutions and dense layer in the "
+            "jaxpr of today's ResNet-50 (eval mode, one image), x3 for forward and backward; "
+            "used for every row (xla_flops_per_image: XLA's cost_analysis, where it has one)",
             "machine": machine(),
             "versions": versions(PACKAGES),
             "rows": rows,
             "ratios": ratios(rows),
-            "top_kernels": top,
+            "top_kernels": top,  # by setting
         },
     )
 
@@ -446,21 +535,27 @@ def write_results(args, argv, rows: list[dict], top: dict | None) -> None:
 def print_table(args: argparse.Namespace, rows: list[dict]) -> None:
     device = next((r["device"] for r in rows if "device" in r), "?")
     print(f"\nResNet-50 training, {args.image_size}px, {device}")
-    print("| framework | XLA flags | batch | images/s | step ms | MFU | compile s |")
-    print("|---|---|---|---|---|---|---|")
+    print("| framework | XLA flags | variant | batch | images/s | step ms | MFU | compile s |")
+    print("|---|---|---|---|---|---|---|---|")
     for row in rows:
-        flags = row.get("xla_flags", "")
+        head = f"| {row['framework']} | {row.get('xla_flags', '')} | {row.get('variant', '')} |"
         if "error" in row:
-            print(f"| {row['framework']} | {flags} | | failed: {row['error'][:80]} | | | |")
+            print(f"{head} | failed: {row['error'][:80]} | | | |")
             continue
         mfu = f"{100 * row['mfu']:.1f}%" if row.get("mfu") is not None else "n/a"
         print(
-            f"| {row['framework']} | {flags} | {row['batch']} | {row['images_per_sec']:.0f} | "
+            f"{head} {row['batch']} | {row['images_per_sec']:.0f} | "
             f"{row['step_ms']:.1f} | {mfu} | {row['compile_s']:.0f} |"
         )
     for batch, entry in ratios(rows).items():
-        for flags, ratio in entry.get("flaxcls_over_pytorch", {}).items():
-            print(f"batch {batch}, flaxcls [{flags}] / PyTorch: {ratio:.2f}x")
+        for name, ratio in entry.get("flaxcls_over_pytorch", {}).items():
+            print(f"batch {batch}, flaxcls [{name}] / PyTorch: {ratio:.2f}x")
+
+
+def torch_missing() -> str:
+    """Why the PyTorch side cannot run here ('' when it can): checked without importing it."""
+    missing = [p for p in ("torch", "torchvision") if importlib.util.find_spec(p) is None]
+    return f"not installed: {', '.join(missing)}" if missing else ""
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -470,29 +565,39 @@ def main(argv: list[str] | None = None) -> None:
         write_json(args.json_out, result)
         return
     rows: list[dict] = []
-    top = None
+    top: dict[str, dict] = {}
     for k, name in enumerate(args.xla_flags):
-        extra = child_args(args) + ["--flag_set", name]
-        extra += ["--profile"] if args.profile and k == 0 else []
+        profiled = args.profile and k == 0
         env = xla_flags.environment(name)
-        if args.profile and k == 0:  # XLA:CPU names its ops in traces only when asked
+        if profiled:  # XLA:CPU names its ops in traces only when asked
             env["XLA_FLAGS"] = xla_flags.merged(
                 ["--xla_cpu_enable_xprof_traceme=true"], env.get("XLA_FLAGS", "")
             )
-        result = run_child("flaxcls", extra, env, args.child_timeout)
-        if "error" in result:
-            rows.append({"framework": FLAXCLS, "xla_flags": name, "error": result["error"]})
-        else:
-            rows += result["rows"]
-            top = result.get("top_kernels") or top
-        write_results(args, argv, rows, top)  # kept if a later process fails or is stopped
+        for variant in args.variant:
+            extra = child_args(args) + ["--flag_set", name, "--variant", variant]
+            extra += ["--profile"] if profiled else []
+            result = run_child("flaxcls", extra, env, args.child_timeout)
+            failed = {"framework": FLAXCLS, "xla_flags": name, "variant": variant}
+            if "error" in result:
+                rows.append({**failed, "error": result["error"]})
+            else:
+                rows += result["rows"]
+                if result.get("top_kernels"):
+                    top[setting(failed)] = result["top_kernels"]
+            write_results(args, argv, rows, top)  # kept if a later process fails or is stopped
     if not args.skip_torch:
-        result = run_child("pytorch", child_args(args), dict(os.environ), args.child_timeout)
+        missing = torch_missing()
+        result = (
+            {"error": missing}
+            if missing
+            else run_child("pytorch", child_args(args), dict(os.environ), args.child_timeout)
+        )
         rows += result.get("rows", [{"framework": PYTORCH, "error": result.get("error", "")}])
         write_results(args, argv, rows, top)
     print_table(args, rows)
-    if top and "kernels" in top:
-        print_kernels(top["kernels"], args.batch[0], top["kernel_ms_per_step"])
+    for name, kernels in top.items():
+        if "kernels" in kernels:
+            print_kernels(kernels["kernels"], args.batch[0], kernels["kernel_ms_per_step"], name)
     print(f"wrote {args.out}")
 
 
