@@ -1,9 +1,17 @@
-"""Fashion-MNIST speedrun on one GPU: airbench94 (PyTorch) against flaxcls's fastest recipe.
+"""Fashion-MNIST (or CIFAR-10) speedrun on one GPU: airbench94 (PyTorch) against flaxcls's
+recipes, side by side.
 
   pip install airbench   # airbench94's training code, by Keller Jordan; it imports torchvision
-  python benchmarks/airbench_fashion.py [--seeds 0 1 2] [--data-path DIR] [--set KEY=VALUE ...]
-      [--airbench-epochs E] [--out FILE.json]
+  python benchmarks/airbench_fashion.py [--sides airbench fast speedrun] [--seeds 0 1 2]
+      [--data-path DIR] [--set KEY=VALUE ...] [--compile-cache DIR] [--airbench-epochs E]
+      [--out FILE.json]
+  python benchmarks/airbench_fashion.py --dataset cifar10 --data-path DIR   # DIR holds
+      CIFAR-10's python batches (data_batch_1..5, test_batch, or cifar-10-batches-py/ of them)
   python benchmarks/airbench_fashion.py --tiny   # minutes on a CPU: checks the script end to end
+
+Sides: `airbench` (airbench94), `fast` (configs/fashion_mnist_fast.py, or cifar10_fast.py) and
+`speedrun` (configs/fashion_mnist_speedrun.py, or cifar10_speedrun.py: airbench94's recipe as
+flaxcls parts; Fashion-MNIST at its own 28x28x1, where airbench sees it padded to 32x32x3).
 
 Prints a table and writes benchmarks/results/airbench_fashion_gpu.json unless --out says
 otherwise. Every seed of each side trains in a child process of its own, so each pays its own
@@ -21,9 +29,11 @@ reloads its test set inside that time, as it always does). Before it, `warmup94`
 step, airbench's own warm-up: CUDA kernels and cuDNN's algorithm search) is timed apart;
 "compile counted" adds it.
 
-flaxcls: configs/fashion_mnist_fast.py (28x28 grayscale, as the IDX files hold it) through
-`train_and_evaluate` with data.source="idx", JAX's compilation cache off and steps_per_dispatch=32
-(optimiser steps per compiled call); `--set` overrides any of these. Time runs from loading the
+flaxcls: the side's config (28x28 grayscale, as the IDX files hold it; CIFAR-10 from an .npz
+written from the batches) through `train_and_evaluate`, JAX's compilation cache off unless
+`--compile-cache DIR` (then the first seed fills it and the others read it, as a user's second
+run would), steps_per_dispatch=32 for `fast` (the speedrun config picks it by platform: 32 on a
+GPU); `--set` overrides any of these, on both flaxcls sides. Time runs from loading the
 data to the test accuracy, compilation included, as recipe_seeds.py times it. Compile seconds are
 the wall time JAX spent tracing, lowering and compiling (the union of the spans of its compile
 events), which the run waits on; "after compile" is the time less that.
@@ -56,13 +66,31 @@ from common import machine, versions, write_json  # noqa: E402
 
 DATA_DIR = "/usr/share/datasets/fashion-mnist"
 DEFAULT_OUT = os.path.join(ROOT, "benchmarks", "results", "airbench_fashion_gpu.json")
-FLAXCLS_CONFIG = os.path.join(ROOT, "configs", "fashion_mnist_fast.py")
-FRAMEWORKS = ("airbench", "flaxcls")
-NAMES = {"airbench": "airbench94 (PyTorch)", "flaxcls": "flaxcls fashion_mnist_fast (JAX)"}
+DATASETS = ("fashion_mnist", "cifar10")
+SIDES = ("airbench", "fast", "speedrun")
+FLAXCLS_SIDES = ("fast", "speedrun")
+NAMES = {
+    "airbench": "airbench94 (PyTorch)",
+    "fast": "flaxcls {dataset}_fast (JAX)",
+    "speedrun": "flaxcls {dataset}_speedrun (JAX)",
+}
+CIFAR_CLASSES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "torch", "torchvision", "airbench", "numpy")
 STEPS_PER_DISPATCH = 32
 TARGET = 0.94
 TINY_TRAIN, TINY_TEST, TINY_EPOCHS = 2048, 2000, 1
+FULL_SIZES = {"fashion_mnist": (60_000, 10_000), "cifar10": (50_000, 10_000)}
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -90,7 +118,15 @@ COMPILE_EVENTS = (
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", help="default 0 1 2 (0 with --tiny)")
-    parser.add_argument("--data-path", default=DATA_DIR, help="the Fashion-MNIST IDX folder")
+    parser.add_argument("--sides", nargs="+", choices=SIDES, default=list(SIDES))
+    parser.add_argument("--dataset", choices=DATASETS, default="fashion_mnist")
+    parser.add_argument(
+        "--data-path",
+        help=f"the Fashion-MNIST IDX folder (default {DATA_DIR}), or CIFAR-10's python batches",
+    )
+    parser.add_argument(
+        "--compile-cache", default="", help="JAX's compilation cache for the flaxcls seeds"
+    )
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="flaxcls config")
     parser.add_argument(
         "--airbench-epochs",
@@ -99,13 +135,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--tiny", action="store_true", help="a quick end-to-end check")
     parser.add_argument("--out", help="where the JSON results go")
-    parser.add_argument("--only", choices=FRAMEWORKS, help="run one framework (child process)")
+    parser.add_argument("--only", choices=SIDES, help="run one side (child process)")
     parser.add_argument("--json-out", help="with --only: where the child writes its figures")
     args = parser.parse_args(argv)
     if args.only and not (args.json_out and args.seeds and len(args.seeds) == 1):
         parser.error("--only needs --json-out and one seed")
     if args.seeds is None:
         args.seeds = [0] if args.tiny else [0, 1, 2]
+    if args.data_path is None:
+        if args.dataset != "fashion_mnist":
+            parser.error("--dataset cifar10 needs --data-path (CIFAR-10's python batches)")
+        args.data_path = DATA_DIR
     if args.tiny and not args.only:  # the children get these through --airbench-epochs and --set
         args.airbench_epochs = args.airbench_epochs or TINY_EPOCHS
         args.set = [f"num_epochs={float(TINY_EPOCHS)}", *args.set]
@@ -160,8 +200,56 @@ def write_tiny_idx(source: str, directory: str) -> str:
     return directory
 
 
+def read_cifar_batches(directory: str) -> dict[str, np.ndarray]:
+    """CIFAR-10's python batches (as its website ships them) as uint8 NHWC arrays."""
+    import pickle
+
+    nested = os.path.join(directory, "cifar-10-batches-py")
+    directory = nested if os.path.isdir(nested) else directory
+
+    def load(name: str) -> tuple[np.ndarray, np.ndarray]:
+        with open(os.path.join(directory, name), "rb") as f:
+            batch = pickle.load(f, encoding="bytes")  # the files are pickles of numpy arrays
+        images = np.asarray(batch[b"data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        return images, np.asarray(batch[b"labels"], np.int64)
+
+    train = [load(f"data_batch_{i}") for i in range(1, 6)]
+    test_images, test_labels = load("test_batch")
+    return {
+        "images": np.concatenate([x for x, _ in train]),
+        "labels": np.concatenate([y for _, y in train]),
+        "test_images": test_images,
+        "test_labels": test_labels,
+    }
+
+
+def prepare_data(args: argparse.Namespace, directory: str) -> str:
+    """The data path the children read: the IDX folder (a subset with --tiny) or, for
+    CIFAR-10, an .npz written from its batches (uint8 images, int labels, train and test)."""
+    if args.dataset == "fashion_mnist":
+        return write_tiny_idx(args.data_path, directory) if args.tiny else args.data_path
+    arrays = read_cifar_batches(args.data_path)
+    if args.tiny:
+        arrays = {k: v[: TINY_TEST if "test" in k else TINY_TRAIN] for k, v in arrays.items()}
+    path = os.path.join(directory, "cifar10.npz")
+    np.savez(path, **arrays)
+    return path
+
+
+def read_split(data_path: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 images, labels) of `split` from what `prepare_data` returned."""
+    if not data_path.endswith(".npz"):
+        return read_fashion(data_path, split)
+    prefix = "test_" if split == "test" else ""
+    with np.load(data_path) as arrays:
+        return arrays[prefix + "images"], arrays[prefix + "labels"]
+
+
 def to_airbench_images(images: np.ndarray) -> np.ndarray:
-    """(N, 28, 28) -> (N, 32, 32, 3) uint8: CIFAR-10's shape and layout in airbench's cache."""
+    """(N, 28, 28) -> (N, 32, 32, 3) uint8: CIFAR-10's shape and layout in airbench's cache
+    (CIFAR-10's own images pass unchanged)."""
+    if images.ndim == 4:
+        return images
     padded = np.pad(images, ((0, 0), (2, 2), (2, 2)))
     return np.repeat(padded[..., None], 3, axis=-1)
 
@@ -172,11 +260,11 @@ def write_airbench_cache(directory: str, data_path: str) -> None:
 
     os.makedirs(directory, exist_ok=True)
     for split in ("train", "test"):
-        images, labels = read_fashion(data_path, split)
+        images, labels = read_split(data_path, split)
         cache = {
             "images": torch.from_numpy(to_airbench_images(images)),
             "labels": torch.from_numpy(labels.astype(np.int64)),
-            "classes": list(CLASSES),
+            "classes": list(CLASSES if images.ndim == 3 else CIFAR_CLASSES),
         }
         torch.save(cache, os.path.join(directory, f"{split}.pt"))
 
@@ -265,13 +353,20 @@ def run_airbench(args: argparse.Namespace, seed: int) -> dict[str, Any]:
 # ---------------------------------------------------------------- flaxcls (child)
 
 
-def flaxcls_overrides(args: argparse.Namespace) -> list[str]:
+def flaxcls_config(args: argparse.Namespace, side: str) -> str:
+    return os.path.join(ROOT, "configs", f"{args.dataset}_{side}.py")
+
+
+def flaxcls_overrides(args: argparse.Namespace, side: str) -> list[str]:
     """This benchmark's settings, then the user's `--set` (the last of a key wins)."""
+    source = "npz" if args.data_path.endswith(".npz") else "idx"
+    # Without --compile-cache every seed compiles: it is part of the time.
+    dispatch = [f"steps_per_dispatch={STEPS_PER_DISPATCH}"] if side == "fast" else []
     return [
-        "data.source='idx'",
+        f"data.source={source!r}",
         f"data.path={args.data_path!r}",
-        "compilation_cache_dir=''",  # every seed compiles: it is part of the time
-        f"steps_per_dispatch={STEPS_PER_DISPATCH}",
+        f"compilation_cache_dir={args.compile_cache!r}",
+        *dispatch,
         *args.set,
     ]
 
@@ -287,6 +382,7 @@ def union_seconds(spans: list[tuple[float, float]]) -> float:
 
 
 def run_flaxcls(args: argparse.Namespace, seed: int) -> dict[str, Any]:
+    side = args.only
     import jax
     from absl import logging
     from jax import monitoring
@@ -295,7 +391,7 @@ def run_flaxcls(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     from flaxcls.train import train_and_evaluate
 
     logging.set_verbosity(logging.WARNING)  # orbax logs every file operation at INFO
-    config = load_config(FLAXCLS_CONFIG, flaxcls_overrides(args))
+    config = load_config(flaxcls_config(args, side), flaxcls_overrides(args, side))
     config.seed = seed
     config.progress_bar = False
     spans: list[tuple[float, float]] = []
@@ -322,7 +418,8 @@ def run_flaxcls(args: argparse.Namespace, seed: int) -> dict[str, Any]:
         "seconds_after_compile": wall - compile_s,
         "compile_events": len(spans),  # 0 would mean JAX renamed its events
         "num_epochs": config.num_epochs,
-        "steps_per_dispatch": config.steps_per_dispatch,
+        "steps_per_dispatch": config.steps_per_dispatch,  # 0: by platform
+        "compile_cache": args.compile_cache,
         "test_images": int(test["num_examples"]),
     }
 
@@ -331,7 +428,9 @@ def run_flaxcls(args: argparse.Namespace, seed: int) -> dict[str, Any]:
 
 
 def child_args(args: argparse.Namespace, seed: int, data_path: str) -> list[str]:
-    flags = ["--seeds", str(seed), "--data-path", data_path]
+    flags = ["--seeds", str(seed), "--data-path", data_path, "--dataset", args.dataset]
+    if args.compile_cache:
+        flags += ["--compile-cache", args.compile_cache]
     if args.tiny:
         flags.append("--tiny")
     if args.airbench_epochs:
@@ -355,17 +454,23 @@ def summary_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def ratios(results: dict[str, dict[str, Any]]) -> dict[str, float] | None:
-    """flaxcls seconds / airbench94 seconds: above 1 means flaxcls took longer."""
-    if not all("summary" in results.get(name, {}) for name in FRAMEWORKS):
-        return None
-    air, flax = results["airbench"]["summary"], results["flaxcls"]["summary"]
-    return {
-        "seconds": flax["mean_seconds"] / air["mean_seconds"],
-        "seconds_after_compile": (
-            flax["mean_seconds_after_compile"] / air["mean_seconds_after_compile"]
-        ),
-    }
+def ratios(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per flaxcls side, its seconds / airbench94's (above 1: flaxcls took longer) and its
+    mean accuracy less airbench94's."""
+    air = results.get("airbench", {}).get("summary")
+    out = {}
+    for side in FLAXCLS_SIDES:
+        flax = results.get(side, {}).get("summary")
+        if air is None or flax is None:
+            continue
+        out[side] = {
+            "seconds": flax["mean_seconds"] / air["mean_seconds"],
+            "seconds_after_compile": (
+                flax["mean_seconds_after_compile"] / air["mean_seconds_after_compile"]
+            ),
+            "accuracy_minus_airbench": flax["mean_test_accuracy"] - air["mean_test_accuracy"],
+        }
+    return out
 
 
 def write_results(
@@ -380,13 +485,23 @@ def write_results(
             "machine": machine(),
             "versions": versions(PACKAGES),
             "settings": {
+                "dataset": args.dataset,
                 "data_path": args.data_path,
                 "tiny": args.tiny,
-                "train_images": TINY_TRAIN if args.tiny else 60_000,
-                "test_images": TINY_TEST if args.tiny else 10_000,
+                "train_images": TINY_TRAIN if args.tiny else FULL_SIZES[args.dataset][0],
+                "test_images": TINY_TEST if args.tiny else FULL_SIZES[args.dataset][1],
                 "seeds": args.seeds,
-                "flaxcls_config": os.path.relpath(FLAXCLS_CONFIG, ROOT),
-                "flaxcls_overrides": flaxcls_overrides(args),
+                "sides": args.sides,
+                "flaxcls_configs": {
+                    side: os.path.relpath(flaxcls_config(args, side), ROOT)
+                    for side in FLAXCLS_SIDES
+                    if side in args.sides
+                },
+                "flaxcls_overrides": {
+                    side: flaxcls_overrides(args, side)
+                    for side in FLAXCLS_SIDES
+                    if side in args.sides
+                },
                 "airbench_epochs": args.airbench_epochs,
             },
             "results": results,
@@ -395,31 +510,38 @@ def write_results(
     )
 
 
+def side_name(args: argparse.Namespace, side: str) -> str:
+    return NAMES[side].format(dataset=args.dataset)
+
+
 def print_table(args: argparse.Namespace, results: dict[str, dict[str, Any]]) -> None:
-    size = f"{TINY_TRAIN:,} / {TINY_TEST:,}" if args.tiny else "60,000 / 10,000"
-    print(f"\nFashion-MNIST, {size} train / test images, seeds {' '.join(map(str, args.seeds))}")
+    train, test = (TINY_TRAIN, TINY_TEST) if args.tiny else FULL_SIZES[args.dataset]
     print(
-        "| framework | device | seeds | mean test acc | min test acc | >= 94% mean | "
+        f"\n{args.dataset}, {train:,} / {test:,} train / test images, "
+        f"seeds {' '.join(map(str, args.seeds))}"
+    )
+    print(
+        "| side | device | seeds | mean test acc | min test acc | >= 94% mean | "
         "mean s, compile counted | compile s | mean s after compile |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
-    for name in FRAMEWORKS:
-        result = results.get(name, {})
+    for side in args.sides:
+        result = results.get(side, {})
         if "summary" not in result:
-            print(f"| {NAMES[name]} | skipped: {result.get('skipped', 'not run')} |")
+            print(f"| {side_name(args, side)} | skipped: {result.get('skipped', 'not run')} |")
             continue
         s, runs = result["summary"], result["runs"]
         print(
-            f"| {NAMES[name]} | {runs[0]['device']} | {len(runs)} | "
+            f"| {side_name(args, side)} | {runs[0]['device']} | {len(runs)} | "
             f"{s['mean_test_accuracy']:.4f} | {s['min_test_accuracy']:.4f} | "
             f"{'yes' if s['reached_94'] else 'no'} | {s['mean_seconds']:.1f} | "
             f"{s['mean_compile_s']:.1f} | {s['mean_seconds_after_compile']:.1f} |"
         )
-    ratio = ratios(results)
-    if ratio:
+    for side, ratio in ratios(results).items():
         print(
-            f"flaxcls / airbench94 seconds: x{ratio['seconds']:.2f} compile counted, "
-            f"x{ratio['seconds_after_compile']:.2f} after compile"
+            f"{side_name(args, side)} / airbench94 seconds: x{ratio['seconds']:.2f} compile "
+            f"counted, x{ratio['seconds_after_compile']:.2f} after compile; accuracy "
+            f"{100 * ratio['accuracy_minus_airbench']:+.2f} points"
         )
     print("compile s: airbench94's warm-up run; flaxcls's time in JAX tracing and compiling")
 
@@ -431,18 +553,18 @@ def main(argv: list[str] | None = None) -> None:
         write_json(args.json_out, run(args, args.seeds[0]))
         return
     results: dict[str, dict[str, Any]] = {}
-    with tempfile.TemporaryDirectory(prefix="airbench_fashion_tiny_") as tiny_dir:
-        data_path = write_tiny_idx(args.data_path, tiny_dir) if args.tiny else args.data_path
-        for name in FRAMEWORKS:
+    with tempfile.TemporaryDirectory(prefix="airbench_fashion_data_") as data_dir:
+        data_path = prepare_data(args, data_dir)
+        for side in args.sides:
             runs = []
             for seed in args.seeds:
-                run = common.run_child(__file__, name, child_args(args, seed, data_path))
+                run = common.run_child(__file__, side, child_args(args, seed, data_path))
                 if "skipped" in run:
-                    print(f"{NAMES[name]}: skipped: {run['skipped']}", flush=True)
-                    results[name] = run
+                    print(f"{side_name(args, side)}: skipped: {run['skipped']}", flush=True)
+                    results[side] = run
                     break
                 runs.append(run)
-                results[name] = {"summary": summary_of(runs), "runs": runs}
+                results[side] = {"summary": summary_of(runs), "runs": runs}
                 # Written after every run, so a stopped benchmark keeps what it finished.
                 write_results(args, argv, results)
     write_results(args, argv, results)

@@ -69,7 +69,10 @@ def test_jax_augmentations_equal_the_numpy_ones():
     images = rng.integers(0, 256, (6, 9, 7, 3), dtype=np.uint8)
     uniforms = rng.random((6, 3))
     for name in ("flip", "crop", "crop_flip"):
-        host = get_augmentation(name, 2)(images, uniforms)
-        device = get_augmentation(name, 2, xp=jnp)(jnp.asarray(images), jnp.asarray(uniforms))
-        np.testing.assert_array_equal(host, np.asarray(device), err_msg=name)
-        assert not np.array_equal(host, images)
+        for mode in ("constant", "reflect"):
+            host = get_augmentation(name, 2, padding_mode=mode)(images, uniforms)
+            device = get_augmentation(name, 2, xp=jnp, padding_mode=mode)(
+                jnp.asarray(images), jnp.asarray(uniforms)
+            )
+            np.testing.assert_array_equal(host, np.asarray(device), err_msg=f"{name} {mode}")
+            assert not np.array_equal(host, images)
