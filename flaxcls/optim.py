@@ -158,7 +158,7 @@ def _adamw(lr: optax.Schedule, *, weight_decay: float, b1: float, b2: float, eps
 
 
 def norm_bias_labels(params: Any) -> Any:
-    """"norm_bias" for the biases of modules whose name holds "norm" (BatchNorm, LayerNorm),
+    """ "norm_bias" for the biases of modules whose name holds "norm" (BatchNorm, LayerNorm),
     "other" for every other leaf: airbench's split of parameters into two learning rates."""
 
     def label(path: tuple, _: Any) -> str:
