@@ -244,12 +244,12 @@ def main(argv: list[str]) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if not FLAGS["verbosity"].present:  # orbax and tfds log every file operation at INFO
         logging.set_verbosity(logging.WARNING)
-    from flaxcls import distributed
-    from flaxcls.checkpoint import CheckpointError
+    from flaxcls.core import distributed
     from flaxcls.data import DatasetNotPreparedError
     from flaxcls.errors import ConfigError, TrainingStopped
-    from flaxcls.preemption import Preempted
-    from flaxcls.train import train_and_evaluate  # heavy imports after flags are checked
+    from flaxcls.modes.train import train_and_evaluate  # heavy imports after flags are checked
+    from flaxcls.rundir.checkpoint import CheckpointError
+    from flaxcls.rundir.preemption import Preempted
 
     if FLAGS.distributed or FLAGS.coordinator_address:
         try:
@@ -260,7 +260,7 @@ def main(argv: list[str]) -> None:
     new_directories = [d for d in _parents(workdir) if not os.path.exists(d)]
     try:
         if FLAGS.mode == "evaluate":
-            from flaxcls.evaluate import evaluate_run
+            from flaxcls.modes.evaluate import evaluate_run
 
             evaluate_run(
                 workdir, split=FLAGS.split, checkpoint=FLAGS.checkpoint, ensemble=FLAGS.ensemble
@@ -318,7 +318,7 @@ def workdir_problem(directory: str, mode: str, flag: str = "--workdir") -> str |
 
 
 def _export(workdir: str) -> None:
-    from flaxcls.export import FORMATS, export_run
+    from flaxcls.modes.export import FORMATS, export_run
 
     formats = FORMATS if FLAGS.format == "all" else (FLAGS.format,)
     result = export_run(workdir, formats=formats, checkpoint=FLAGS.checkpoint)
@@ -338,7 +338,7 @@ def _export(workdir: str) -> None:
 
 def _predict(workdir: str, paths: list[str]) -> None:
     from flaxcls.data.folder import IMAGE_EXTENSIONS
-    from flaxcls.predict import expand_paths, format_result, predict_files
+    from flaxcls.modes.predict import expand_paths, format_result, predict_files
 
     files = expand_paths(paths)
     if not files:

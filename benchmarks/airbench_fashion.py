@@ -388,7 +388,7 @@ def run_flaxcls(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     from jax import monitoring
     from recipe_seeds import load_config
 
-    from flaxcls.train import train_and_evaluate
+    from flaxcls.modes.train import train_and_evaluate
 
     logging.set_verbosity(logging.WARNING)  # orbax logs every file operation at INFO
     config = load_config(flaxcls_config(args, side), flaxcls_overrides(args, side))

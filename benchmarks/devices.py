@@ -57,9 +57,10 @@ def measure(args: argparse.Namespace, step_kind: str, layout: str) -> dict[str, 
     import numpy as np
     import optax
 
-    from flaxcls import sharding, train_step
+    from flaxcls import train_step
+    from flaxcls.core import sharding
     from flaxcls.models import get_model
-    from flaxcls.runs import init_state
+    from flaxcls.modes.build import init_state
 
     model = get_model(args.model, num_classes=10)
     shape = (args.image_size, args.image_size, 3)

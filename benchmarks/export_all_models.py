@@ -49,7 +49,7 @@ def warm_up(formats: list[str]) -> float:
     import jax
     import jax.numpy as jnp
 
-    from flaxcls import export as export_lib
+    from flaxcls.modes import export as export_lib
 
     def serve(images):
         return jax.nn.softmax(images.astype(jnp.float32).mean(axis=(1, 2)), axis=-1)
@@ -63,8 +63,8 @@ def warm_up(formats: list[str]) -> float:
 def measure(
     name: str, shape: tuple[int, ...], formats: list[str], num_images: int, num_classes: int
 ) -> dict:
-    from flaxcls import export as export_lib
-    from tests.served_models import served_model
+    from flaxcls.modes import export as export_lib
+    from flaxcls.testing.served_models import served_model
 
     images = np.random.default_rng(1).integers(0, 256, (num_images, *shape), dtype=np.uint8)
     serve, reference = served_model(name, images, num_classes=num_classes)
@@ -102,7 +102,7 @@ def main(argv=None) -> None:
     import jax
 
     from flaxcls.models import MODELS
-    from tests.served_models import FULL_SIZES, small_shape
+    from flaxcls.testing.served_models import FULL_SIZES, small_shape
 
     names = args.models or list(MODELS)
     cases = [(name, small_shape(name)) for name in names]

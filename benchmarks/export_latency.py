@@ -53,8 +53,8 @@ def median_ms(call, images: np.ndarray, repeats: int) -> float:
 def measure(workdir: str, checkpoint: str, repeats: int) -> dict:
     import jax
 
-    from flaxcls import export as export_lib
-    from flaxcls.runs import load_run, serving_function
+    from flaxcls.modes import export as export_lib
+    from flaxcls.modes.build import load_run, serving_function
 
     summary_path = os.path.join(workdir, "export", "export.json")
     if not os.path.isfile(summary_path):

@@ -66,10 +66,10 @@ def pipeline_rate(config, batches: int) -> float:
 def step_rate(config, steps: int) -> float:
     import jax
 
-    from flaxcls import sharding
-    from flaxcls.optim import create_optimizer
-    from flaxcls.runs import create_model, init_state
-    from flaxcls.train import compile_steps, next_block
+    from flaxcls.core import sharding
+    from flaxcls.core.optim import create_optimizer
+    from flaxcls.modes.build import create_model, init_state
+    from flaxcls.modes.train import compile_steps, next_block
 
     inputs = build_inputs(config)
     mesh = sharding.make_mesh()

@@ -194,7 +194,7 @@ def run_flaxcls(epochs: int, batch_size: int) -> dict[str, Any]:
 
     from absl import logging
 
-    from flaxcls import train as train_lib
+    from flaxcls.modes import train as train_lib
 
     logging.set_verbosity(logging.WARNING)  # orbax logs every file operation at INFO
     config = flaxcls_config(epochs, batch_size)

@@ -41,11 +41,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    from flaxcls import train as train_lib
-    from tests.helpers import tiny_config, write_npz
-    from tests.killing import run_with_kills
-    from tests.launch import write_config
-    from tests.test_train import _params
+    from flaxcls.modes import train as train_lib
+    from flaxcls.testing.killing import run_with_kills
+    from flaxcls.testing.launch import write_config
+    from flaxcls.testing.toy import restored_state, tiny_config, write_npz
 
     settings = {
         "num_train_steps": args.steps,
@@ -60,14 +59,14 @@ def main(argv=None) -> None:
         npz = write_npz(tmp)
         reference_config = tiny_config(npz, **settings)
         train_lib.train_and_evaluate(reference_config, os.path.join(tmp, "reference"))
-        reference = _params(os.path.join(tmp, "reference"), reference_config)
+        reference = restored_state(os.path.join(tmp, "reference"), reference_config)
         config_file = write_config(
             tmp, npz, **settings, compilation_cache_dir=os.path.join(tmp, "cache")
         )
         for run in range(args.runs):
             workdir = os.path.join(tmp, f"killed_{run}")
             report = run_with_kills(config_file, workdir, kills=args.kills_per_run, seed=run)
-            final = _params(workdir, reference_config)
+            final = restored_state(workdir, reference_config)
             identical = int(final.step) == args.steps and all(
                 np.array_equal(np.asarray(a), np.asarray(b))
                 for a, b in zip(jax.tree.leaves(final), jax.tree.leaves(reference), strict=True)

@@ -74,9 +74,9 @@ def device_rows(args: argparse.Namespace) -> dict[str, float]:
     """Seconds per step of the device floor and of the bare loop."""
     import jax
 
-    from flaxcls import sharding
-    from flaxcls.runs import build_run
-    from flaxcls.train import compile_steps, next_block
+    from flaxcls.core import sharding
+    from flaxcls.modes.build import build_run
+    from flaxcls.modes.train import compile_steps, next_block
 
     config = base_config(args, 1)
     mesh = sharding.make_mesh()
@@ -111,7 +111,7 @@ def loop_row(args: argparse.Namespace, k: int) -> dict[str, Any]:
     """The product's loop at steps_per_dispatch=k: seconds per step and what else it took."""
     import json
 
-    from flaxcls.train import train_and_evaluate
+    from flaxcls.modes.train import train_and_evaluate
 
     best = None
     for _ in range(args.repeats):
@@ -137,7 +137,7 @@ def loop_row(args: argparse.Namespace, k: int) -> dict[str, Any]:
 def host_draw_seconds(args: argparse.Namespace, k: int, calls: int = 50) -> float:
     """Seconds per step the host spends drawing and stacking a block's example indices."""
     from flaxcls.data import build_input
-    from flaxcls.train import next_block
+    from flaxcls.modes.train import next_block
 
     config = base_config(args, k)
     inputs = build_input(

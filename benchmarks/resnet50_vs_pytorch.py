@@ -11,7 +11,7 @@ PyTorch: torchvision's `resnet50`, channels_last, bfloat16 autocast, `torch.comp
 optimiser and loss. Both train on the same synthetic batch held on the device, so the figure
 is the step alone; `--batch` lists the per-device batch sizes to measure.
 
-Each XLA flag set named by `--xla_flags` (defined in flaxcls/xla_flags.py; `all` for every
+Each XLA flag set named by `--xla_flags` (defined in flaxcls/testing/xla_flags.py; `all` for every
 one) and the PyTorch side run in processes of their own: XLA reads its flags once per
 process, and the frameworks share no allocator. A flag set whose process fails (a flag this
 jaxlib does not know, an out-of-memory batch) is recorded with its error; the others go on.
@@ -58,8 +58,8 @@ sys.path.insert(0, ROOT)
 
 from common import machine, versions, write_json  # noqa: E402
 
-from flaxcls import xla_flags  # noqa: E402
 from flaxcls.models.resnet import RESNET50_VARIANTS  # noqa: E402
+from flaxcls.testing import xla_flags  # noqa: E402
 
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "torch", "torchvision", "numpy")
 DEFAULT_OUT = os.path.join(ROOT, "benchmarks", "results", "resnet50_vs_pytorch.json")
@@ -81,7 +81,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         nargs="+",
         default=["default"],
         choices=[*xla_flags.GPU_FLAG_SETS, "all"],
-        help="flag sets of flaxcls/xla_flags.py, each in its own process",
+        help="flag sets of flaxcls/testing/xla_flags.py, each in its own process",
     )
     parser.add_argument(
         "--variant",
@@ -192,10 +192,10 @@ def flaxcls_step(args: argparse.Namespace, batch_size: int):
     import jax.numpy as jnp
 
     from configs import imagenet_resnet50
-    from flaxcls import sharding
-    from flaxcls.optim import create_optimizer
-    from flaxcls.runs import create_model, init_state
-    from flaxcls.steps import train_step
+    from flaxcls.core import sharding
+    from flaxcls.core.optim import create_optimizer
+    from flaxcls.core.steps import train_step
+    from flaxcls.modes.build import create_model, init_state
 
     config = imagenet_resnet50.get_config()
     config.batch_size = batch_size

@@ -81,7 +81,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     from flaxcls.data.datasets import FASHION_MNIST_CLASSES
     from flaxcls.data.idx import load_idx_split
-    from flaxcls.train import train_and_evaluate
+    from flaxcls.modes.train import train_and_evaluate
 
     train_images, train_labels = load_idx_split(DATA_DIR, "train")
     test_images, test_labels = load_idx_split(DATA_DIR, "test")

@@ -43,7 +43,7 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.optimizer = ml_collections.ConfigDict()
     # sgd | adam | adamw | sgd_decoupled (airbench94's SGD: learning_rate and weight_decay per
-    # 1,024 examples, independent of each other and of the momentum; see flaxcls/optim.py)
+    # 1,024 examples, independent of each other and of the momentum; see flaxcls/core/optim.py)
     config.optimizer.name = "adam"
     config.optimizer.learning_rate = 1e-3  # peak learning rate
     config.optimizer.momentum = 0.9  # sgd
@@ -87,7 +87,7 @@ def get_config() -> ml_collections.ConfigDict:
     # > 0: keep a moving average of the weights (decay per step, e.g. 0.999) and evaluate,
     # checkpoint-select and export with it.
     config.ema_decay = 0.0
-    # every > 0: lookahead (flaxcls/lookahead.py): every `every` steps the slow weights move
+    # every > 0: lookahead (flaxcls/core/lookahead.py): every `every` steps the slow weights move
     # towards the weights with decay**every * (step / total)**power, and training resumes
     # from them (airbench94: 5, 0.95, 3)
     config.lookahead = ml_collections.ConfigDict()

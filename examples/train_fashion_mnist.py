@@ -14,9 +14,9 @@ import flax.linen as nn
 import jax
 
 import flaxcls
+from flaxcls.core.metrics import add_sums, summarize
+from flaxcls.core.optim import make_optimizer
 from flaxcls.data import api
-from flaxcls.metrics import add_sums, summarize
-from flaxcls.optim import make_optimizer
 
 
 class SmallCNN(nn.Module):

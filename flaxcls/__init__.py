@@ -8,15 +8,15 @@ The pure pieces are importable on their own:
     from flaxcls.data import batches, eval_batches, load_arrays  # data without a config
 """
 
-from flaxcls.metrics import classification_sums, cross_entropy, summarize
-from flaxcls.models import MODELS, get_model
-from flaxcls.optim import (
+from flaxcls.core.metrics import classification_sums, cross_entropy, summarize
+from flaxcls.core.optim import (
     create_learning_rate_schedule,
     create_optimizer,
     make_optimizer,
     make_schedule,
 )
-from flaxcls.steps import TrainState, create_train_state, eval_step, scan_steps, train_step
+from flaxcls.core.steps import TrainState, create_train_state, eval_step, scan_steps, train_step
+from flaxcls.models import MODELS, get_model
 
 __version__ = "0.1.0"
 

@@ -13,4 +13,4 @@ class TrainingStopped(RuntimeError):
 
 class ContractError(TypeError):
     """A model or a batch that does not keep the contract of flaxcls's steps (see
-    `flaxcls.steps`); the message says what to change."""
+    `flaxcls.core.steps`); the message says what to change."""

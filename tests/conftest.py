@@ -3,7 +3,7 @@ import tempfile
 
 import pytest
 
-from tests.launch import TEST_XLA_FLAGS
+from flaxcls.testing.launch import TEST_XLA_FLAGS
 
 # Quiet TensorFlow's C++ logs and keep JAX on the CPU; set before JAX is imported.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

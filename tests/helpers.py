@@ -12,10 +12,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from configs import default
-from flaxcls import runs, sharding
-from flaxcls import steps as steps_lib
-from flaxcls.checkpoint import Checkpointer
+from flaxcls.core import steps as steps_lib
+from flaxcls.modes import build as runs
+from flaxcls.testing.toy import tiny_config, write_npz
 
 # A run long enough to kill or damage several times: a checkpoint every 5 steps, two kept.
 LONG = {
@@ -24,51 +23,6 @@ LONG = {
     "keep_checkpoints": 2,
     "log_every_steps": 10,
 }
-
-
-def tiny_config(npz_path: str, **overrides):
-    """The default config on a generated .npz dataset, small enough to train in seconds."""
-    config = default.get_config()
-    config.data.dataset = "custom"
-    config.data.source = "npz"
-    config.data.path = npz_path
-    config.data.validation_fraction = 0.25
-    config.batch_size = 16
-    config.eval_batch_size = 24
-    config.num_train_steps = 12
-    config.eval_every_epochs = 1.0
-    config.log_every_steps = 4
-    config.progress_bar = False
-    config.compilation_cache_dir = ""
-    config.update_from_flattened_dict(overrides)
-    return config
-
-
-def write_npz(
-    directory: str,
-    n_train: int = 80,
-    n_test: int = 30,
-    shape=(28, 28, 1),
-    num_classes: int = 3,
-    seed: int = 0,
-) -> str:
-    """Learnable toy images: class k has a bright square in a class-specific place."""
-    rng = np.random.default_rng(seed)
-
-    def make(n):
-        labels = rng.integers(0, num_classes, n)
-        images = rng.integers(0, 60, (n, *shape)).astype(np.uint8)
-        for i, k in enumerate(labels):
-            # Noisy rather than flat: exact ties put ReLUs on their kink, where rounding
-            # differences between device layouts would flip gradients.
-            images[i, 6 * k : 6 * k + 8, 6 * k : 6 * k + 8] = rng.integers(200, 256, (8, 8, 1))
-        return images, labels
-
-    images, labels = make(n_train)
-    test_images, test_labels = make(n_test)
-    path = os.path.join(directory, "toy.npz")
-    np.savez(path, images=images, labels=labels, test_images=test_images, test_labels=test_labels)
-    return path
 
 
 class TinyNet(nn.Module):
@@ -105,19 +59,6 @@ def tiny_batch(n=32, seed=0):
     # A learnable signal: class k shifts channel k % 3, up for k < 3 and down for k = 3.
     images[np.arange(n), :, :, labels % 3] += np.where(labels < 3, 2.0, -2.0)[:, None, None]
     return {"image": jnp.asarray(images, jnp.float32), "label": jnp.asarray(labels, jnp.int32)}
-
-
-def restored_state(workdir, config, step=None):
-    """The train state of the run in `workdir` at `step` (default: its latest checkpoint),
-    restored onto this process's devices into the state `flaxcls.runs.build_run` makes."""
-    _, state, _ = runs.build_run(config, sharding.make_mesh())
-    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"))
-    try:
-        if step is not None:
-            assert step in checkpointer.manager.all_steps(), checkpointer.manager.all_steps()
-        return checkpointer.restore(state, step).state
-    finally:
-        checkpointer.close()
 
 
 def assert_same_params(a, b):
@@ -157,7 +98,7 @@ def poison_when_first_label_is_zero(monkeypatch):
 
 def trained_run(tmp_path, **overrides):
     """A finished 20-step run of LONG's checkpointing (steps 15 and 20 kept): (config, workdir)."""
-    from flaxcls import train as train_lib
+    from flaxcls.modes import train as train_lib
 
     settings = {**LONG, "num_train_steps": 20, "eval_every_epochs": 100.0, **overrides}
     config = tiny_config(write_npz(str(tmp_path)), **settings)

@@ -13,10 +13,10 @@ import pytest
 from PIL import Image
 
 from configs import default
+from flaxcls.core.optim import create_optimizer, make_optimizer
 from flaxcls.data import api, build_input
 from flaxcls.errors import ConfigError
-from flaxcls.optim import create_optimizer, make_optimizer
-from tests.helpers import write_npz
+from flaxcls.testing.toy import write_npz
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -8,10 +8,10 @@ import sys
 
 import pytest
 
-from flaxcls import foreign
 from flaxcls.errors import ConfigError
-from tests.helpers import write_npz
-from tests.launch import ROOT, write_config, xla_flags
+from flaxcls.models import foreign
+from flaxcls.testing.launch import ROOT, write_config, xla_flags
+from flaxcls.testing.toy import write_npz
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "JAX_PLATFORMS": "cpu"}
 

@@ -4,7 +4,7 @@ import optax
 import orbax.checkpoint as ocp
 
 from flaxcls import create_train_state, get_model
-from flaxcls.checkpoint import Checkpointer
+from flaxcls.rundir.checkpoint import Checkpointer
 
 
 def _state(seed):

@@ -12,22 +12,15 @@ import uuid
 
 import pytest
 
-from flaxcls import checkpoint as checkpoint_lib
-from flaxcls import runs
-from flaxcls import train as train_lib
-from flaxcls.checkpoint import Checkpointer, CheckpointError
 from flaxcls.errors import ConfigError
-from tests.helpers import (
-    LONG,
-    assert_same_params,
-    largest_file,
-    restored_state,
-    tiny_config,
-    trained_run,
-    write_npz,
-)
-from tests.killing import finished_steps
-from tests.launch import run_py_once, write_config
+from flaxcls.modes import build as runs
+from flaxcls.modes import train as train_lib
+from flaxcls.rundir import checkpoint as checkpoint_lib
+from flaxcls.rundir.checkpoint import Checkpointer, CheckpointError
+from flaxcls.testing.killing import finished_steps
+from flaxcls.testing.launch import run_py_once, write_config
+from flaxcls.testing.toy import restored_state, tiny_config, write_npz
+from tests.helpers import LONG, assert_same_params, largest_file, trained_run
 
 
 def _truncate(path):

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from configs import default
-from flaxcls.config_checks import (
+from flaxcls.config import (
     RULES,
     Each,
     Number,
@@ -235,8 +235,9 @@ def test_loaded_arrays_are_checked_by_their_shape():
 
 
 def test_arrays_too_small_for_the_model_stop_before_anything_is_built(tmp_path):
-    from flaxcls import runs, sharding
-    from tests.helpers import tiny_config, write_npz
+    from flaxcls.core import sharding
+    from flaxcls.modes import build as runs
+    from flaxcls.testing.toy import tiny_config, write_npz
 
     npz = write_npz(str(tmp_path), shape=(16, 16, 1), num_classes=2)
     config = tiny_config(npz)  # seed_cnn needs 18x18

@@ -6,10 +6,10 @@ import os
 
 import pytest
 
+from flaxcls.core.optim import OPTIMIZERS, SCHEDULES
 from flaxcls.data.augment import get_augmentation
 from flaxcls.data.datasets import DATASETS
 from flaxcls.models import MODELS
-from flaxcls.optim import OPTIMIZERS, SCHEDULES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))

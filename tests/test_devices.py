@@ -9,12 +9,13 @@ import jax
 import numpy as np
 import pytest
 
-from flaxcls import runs, sharding
-from flaxcls import train as train_lib
+from flaxcls.core import sharding
+from flaxcls.core.optim import create_optimizer
 from flaxcls.data import build_input
-from flaxcls.optim import create_optimizer
-from tests.helpers import restored_state, tiny_config, write_npz
-from tests.launch import ROOT, env_for
+from flaxcls.modes import build as runs
+from flaxcls.modes import train as train_lib
+from flaxcls.testing.launch import ROOT, env_for
+from flaxcls.testing.toy import restored_state, tiny_config, write_npz
 
 # A subprocess on 8 simulated devices.
 pytestmark = pytest.mark.slow

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from flaxcls import eval_step
-from flaxcls import metrics as metrics_lib
-from flaxcls import train as train_lib
+from flaxcls.core import metrics as metrics_lib
 from flaxcls.data import build_input
-from tests.helpers import restored_state, tiny_config, write_npz
-from tests.launch import run_py, write_config
+from flaxcls.modes import train as train_lib
+from flaxcls.testing.launch import run_py, write_config
+from flaxcls.testing.toy import restored_state, tiny_config, write_npz
 
 # Subprocess runs on 8 devices and on two processes.
 pytestmark = pytest.mark.slow

@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 
-from tests.launch import ROOT, env_for
+from flaxcls.testing.launch import ROOT, env_for
 
 DEVICES = 8
 SHORT = ["--config.num_train_steps=2", "--config.progress_bar=False"]

@@ -6,10 +6,11 @@ import optax
 import pytest
 
 from flaxcls import create_train_state, eval_step, train_step
-from flaxcls import train as train_lib
+from flaxcls.core.steps import predict
 from flaxcls.errors import ConfigError
-from flaxcls.steps import predict
-from tests.helpers import TinyNet, tiny_batch, tiny_config, write_npz
+from flaxcls.modes import train as train_lib
+from flaxcls.testing.toy import tiny_config, write_npz
+from tests.helpers import TinyNet, tiny_batch
 
 DECAY = 0.8
 

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from flaxcls import evaluate as evaluate_lib
-from flaxcls import runs
-from flaxcls import train as train_lib
-from tests.helpers import tiny_config, write_npz
-from tests.launch import ROOT, env_for
+from flaxcls.modes import build as runs
+from flaxcls.modes import evaluate as evaluate_lib
+from flaxcls.modes import train as train_lib
+from flaxcls.testing.launch import ROOT, env_for
+from flaxcls.testing.toy import tiny_config, write_npz
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

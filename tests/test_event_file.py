@@ -12,8 +12,8 @@ from PIL import Image
 tf = pytest.importorskip("tensorflow")
 event_pb2 = pytest.importorskip("tensorboard.compat.proto.event_pb2")
 
-from flaxcls.event_file import EventFile  # noqa: E402
-from tests.launch import ROOT  # noqa: E402
+from flaxcls.rundir.event_file import EventFile  # noqa: E402
+from flaxcls.testing.launch import ROOT  # noqa: E402
 
 
 def _events(logdir):
@@ -44,7 +44,7 @@ def test_scalars_and_a_png_read_back_as_written(tmp_path):
 def test_logging_a_run_does_not_import_tensorflow(tmp_path):
     code = (
         "import sys\n"
-        "from flaxcls.writers import MetricsLog\n"
+        "from flaxcls.rundir.writers import MetricsLog\n"
         f"log = MetricsLog({str(tmp_path)!r})\n"
         "log.write_scalars(1, {'loss': 1.0})\n"
         "log.close()\n"

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flaxcls import export as export_lib
-from flaxcls import train as train_lib
-from tests.helpers import tiny_config, write_npz
-from tests.launch import ROOT, env_for
+from flaxcls.modes import export as export_lib
+from flaxcls.modes import train as train_lib
+from flaxcls.testing.launch import ROOT, env_for
+from flaxcls.testing.toy import tiny_config, write_npz
 
 
 def _train(tmp_path, model):
@@ -37,7 +37,7 @@ def test_exports_match_jax_on_every_image(tmp_path, model):
     with open(os.path.join(workdir, "export", "classes.json")) as f:
         assert json.load(f)["class_names"] == ["0", "1", "2"]
     # any batch size: 1 and 7 through the same files
-    from flaxcls.runs import load_run, serving_function
+    from flaxcls.modes.build import load_run, serving_function
 
     run = load_run(workdir, "latest")
     serve = serving_function(run)

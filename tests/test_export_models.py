@@ -9,10 +9,10 @@ import jax
 import numpy as np
 import pytest
 
-from flaxcls import export as export_lib
 from flaxcls.models import MODELS
 from flaxcls.models.layers import avg_pool, max_pool
-from tests.served_models import FULL_SIZES, served_model, small_shape
+from flaxcls.modes import export as export_lib
+from flaxcls.testing.served_models import FULL_SIZES, served_model, small_shape
 
 # float32 end to end: XLA, ONNX Runtime and TFLite's kernels sum in different orders, which
 # moves probabilities (in [0, 1]) by 1e-6 or less; 1e-4 is the export contract.

@@ -11,24 +11,22 @@ import optax
 import orbax.checkpoint as ocp
 import pytest
 
-from flaxcls import steps as steps_lib
-from flaxcls import train as train_lib
-from flaxcls.checkpoint import CheckpointError
+from flaxcls.core import steps as steps_lib
 from flaxcls.data import pipeline
 from flaxcls.errors import TrainingStopped
 from flaxcls.models import get_model
+from flaxcls.modes import train as train_lib
+from flaxcls.rundir.checkpoint import CheckpointError
+from flaxcls.testing.killing import finished_steps, run_with_kills
+from flaxcls.testing.launch import write_config
+from flaxcls.testing.toy import restored_state, tiny_config, write_npz
 from tests.helpers import (
     LONG,
     assert_same_params,
     largest_file,
     poison_when_first_label_is_zero,
-    restored_state,
-    tiny_config,
     trained_run,
-    write_npz,
 )
-from tests.killing import finished_steps, run_with_kills
-from tests.launch import write_config
 
 
 @pytest.mark.slow

@@ -12,10 +12,10 @@ import optax
 import pytest
 from safetensors.numpy import load_file
 
-from flaxcls import foreign, transfer
+from flaxcls.core.steps import create_train_state
 from flaxcls.errors import ConfigError
-from flaxcls.models import get_model, resnet
-from flaxcls.steps import create_train_state
+from flaxcls.models import foreign, get_model, resnet
+from flaxcls.modes import transfer
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 # A PyTorch ResNet in torchvision's resnet18 layout, narrowed, with its logits on two images:

@@ -18,8 +18,8 @@ import os
 
 import numpy as np
 
-from flaxcls import train as train_lib
-from tests.helpers import tiny_config, write_npz
+from flaxcls.modes import train as train_lib
+from flaxcls.testing.toy import tiny_config, write_npz
 
 GOLDEN_TRAIN_LOSSES = [0.763753280, 0.226851210, 0.0261421556, 0.00195347975, 0.000268024654]
 GOLDEN_TEST_LOSS = 0.000129535971

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from flaxcls.config_checks import check_config
+from flaxcls.config import check_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))

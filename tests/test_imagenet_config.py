@@ -13,7 +13,7 @@ import pytest
 tfds = pytest.importorskip("tensorflow_datasets")
 
 from configs import imagenet_resnet50  # noqa: E402
-from flaxcls import train as train_lib  # noqa: E402
+from flaxcls.modes import train as train_lib  # noqa: E402
 from tests.tfds_mock import mock_streamed_data  # noqa: E402
 
 MOCK_EXAMPLES = 24  # the mock yields this many examples for every split

@@ -10,9 +10,9 @@ import pytest
 
 from flaxcls.data import sources
 from flaxcls.errors import ConfigError
-from flaxcls.export import export_run
-from tests.helpers import tiny_config, write_npz
-from tests.launch import ROOT, env_for, write_config
+from flaxcls.modes.export import export_run
+from flaxcls.testing.launch import ROOT, env_for, write_config
+from flaxcls.testing.toy import tiny_config, write_npz
 
 # Top-level modules of the `tfds`, `export`, `dev` and `bench` extras.
 EXTRAS = (

@@ -7,16 +7,10 @@ import os
 
 import pytest
 
-from flaxcls import train as train_lib
-from flaxcls.checkpoint import Checkpointer
-from tests.helpers import (
-    assert_same_params,
-    crash_after,
-    poison_when_first_label_is_zero,
-    restored_state,
-    tiny_config,
-    write_npz,
-)
+from flaxcls.modes import train as train_lib
+from flaxcls.rundir.checkpoint import Checkpointer
+from flaxcls.testing.toy import restored_state, tiny_config, write_npz
+from tests.helpers import assert_same_params, crash_after, poison_when_first_label_is_zero
 
 SETTINGS = {
     "nonfinite": "skip",  # some steps are poisoned: the skip count must carry over

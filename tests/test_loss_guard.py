@@ -4,13 +4,13 @@ after it is saved, and a resumed run's rail decides as an uninterrupted one's wo
 import jax
 import pytest
 
-from flaxcls import steps as steps_lib
-from flaxcls import train as train_lib
+from flaxcls.core import steps as steps_lib
 from flaxcls.errors import TrainingStopped
-from flaxcls.loss_guard import LossGuard
-from tests.helpers import tiny_config, write_npz
-from tests.killing import finished_steps
-from tests.launch import run_py_once, write_config
+from flaxcls.modes import train as train_lib
+from flaxcls.rundir.loss_guard import LossGuard
+from flaxcls.testing.killing import finished_steps
+from flaxcls.testing.launch import run_py_once, write_config
+from flaxcls.testing.toy import tiny_config, write_npz
 
 
 def _observe_all(guard, losses, first_step=1):

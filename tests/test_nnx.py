@@ -12,9 +12,9 @@ import pytest
 from flax import nnx
 
 from flaxcls import create_train_state, eval_step, train_step
-from flaxcls.checkpoint import Checkpointer
+from flaxcls.core.steps import TrainState
 from flaxcls.models import MODELS, from_nnx
-from flaxcls.steps import TrainState
+from flaxcls.rundir.checkpoint import Checkpointer
 
 SHAPE = (12, 12, 1)
 
@@ -146,7 +146,7 @@ def test_a_call_that_takes_train_gets_it():
 
 
 def test_the_config_checks_trace_a_registered_nnx_model(monkeypatch):
-    from flaxcls.config_checks import model_fits
+    from flaxcls.config import model_fits
 
     monkeypatch.setitem(MODELS, "nnx_cnn_fits", functools.partial(from_nnx, NNXCNN))
     assert model_fits("nnx_cnn_fits", SHAPE)  # its Dropout draws a key when built
@@ -176,9 +176,9 @@ def test_checkpoint_restores_the_nnx_state(tmp_path, nnx_state):
 def test_a_registered_nnx_model_trains_resumes_and_exports(tmp_path, monkeypatch):
     """run.py's path: registered by name, trained, restored from its checkpoint, exported to
     ONNX with parity against JAX."""
-    from flaxcls import export as export_lib
-    from flaxcls import train as train_lib
-    from tests.helpers import tiny_config, write_npz
+    from flaxcls.modes import export as export_lib
+    from flaxcls.modes import train as train_lib
+    from flaxcls.testing.toy import tiny_config, write_npz
 
     monkeypatch.setitem(MODELS, "nnx_cnn", functools.partial(from_nnx, NNXCNN))
     npz = write_npz(str(tmp_path), n_test=20)

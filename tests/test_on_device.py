@@ -5,10 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from flaxcls import train as train_lib
 from flaxcls.data import pipeline
 from flaxcls.data.augment import get_augmentation
-from tests.helpers import restored_state, tiny_config, write_npz
+from flaxcls.modes import train as train_lib
+from flaxcls.testing.toy import restored_state, tiny_config, write_npz
 
 
 class _DyadicNormalizer(pipeline.Normalizer):

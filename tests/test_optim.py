@@ -5,8 +5,8 @@ import optax
 import pytest
 
 from configs import default
+from flaxcls.core.optim import create_learning_rate_schedule, create_optimizer, decay_mask
 from flaxcls.errors import ConfigError
-from flaxcls.optim import create_learning_rate_schedule, create_optimizer, decay_mask
 
 
 def _config(**kw):

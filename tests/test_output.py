@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from configs import fashion_mnist
-from flaxcls import evaluate as evaluate_lib
-from flaxcls.writers import LogProgress
-from tests.launch import ROOT, env_for, run_py, run_py_once, write_config
+from flaxcls.modes import evaluate as evaluate_lib
+from flaxcls.rundir.writers import LogProgress
+from flaxcls.testing.launch import ROOT, env_for, run_py, run_py_once, write_config
 
 STEPS = 60
 

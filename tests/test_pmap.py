@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from tests.launch import xla_flags
+from flaxcls.testing.launch import xla_flags
 
 # A subprocess on 8 simulated devices compiling four layouts.
 pytestmark = pytest.mark.slow
@@ -27,7 +27,7 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from flaxcls import create_train_state, eval_step, train_step
-from flaxcls.sharding import make_mesh
+from flaxcls.core.sharding import make_mesh
 from tests.helpers import TinyNet
 
 assert jax.device_count() == 8

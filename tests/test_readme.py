@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.launch import xla_flags
+from flaxcls.testing.launch import xla_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

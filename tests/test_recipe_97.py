@@ -15,11 +15,11 @@ import ml_collections
 import numpy as np
 import pytest
 
-from flaxcls import train as train_lib
+from flaxcls.core.optim import uses_sam
 from flaxcls.models import MODELS, get_model
 from flaxcls.models.wide_resnet import WideResNet
-from flaxcls.optim import uses_sam
-from tests.helpers import restored_state
+from flaxcls.modes import train as train_lib
+from flaxcls.testing.toy import restored_state
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "fashion_mnist_97.py")

@@ -10,8 +10,9 @@ import matplotlib
 import numpy as np
 import pytest
 
-from flaxcls import eval_metrics, report
-from flaxcls.evaluate import Mistake, flip_tta_note, trained_with_flips
+from flaxcls.core import scores
+from flaxcls.modes.evaluate import Mistake, flip_tta_note, trained_with_flips
+from flaxcls.rundir import report
 
 matplotlib.use("Agg")
 NAMES = [f"class_{i}" for i in range(10)]
@@ -24,7 +25,7 @@ def _result(seed: int = 0, n: int = 300) -> dict:
     logits = rng.normal(size=(n, len(NAMES)))
     logits[np.arange(n), labels] += 2.0
     probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-    result = eval_metrics.classification_report(probs, labels, NAMES)
+    result = scores.classification_report(probs, labels, NAMES)
     result.update(
         split="test",
         step=40,

@@ -9,9 +9,9 @@ import optax
 import pytest
 
 from flaxcls import create_train_state, cross_entropy, train_step
-from flaxcls.config_checks import check_config
+from flaxcls.config import check_config
+from flaxcls.core.optim import create_optimizer, make_optimizer, uses_sam
 from flaxcls.errors import ConfigError
-from flaxcls.optim import create_optimizer, make_optimizer, uses_sam
 from tests.helpers import TinyNet, tiny_batch
 
 RHO = 0.05

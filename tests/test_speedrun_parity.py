@@ -21,13 +21,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from flaxcls.core.lookahead import Lookahead
+from flaxcls.core.optim import make_optimizer
+from flaxcls.core.steps import create_train_state, predict, train_step
 from flaxcls.data.augment import get_augmentation
 from flaxcls.data.pipeline import alternating_flips
-from flaxcls.lookahead import Lookahead
 from flaxcls.models.speedrun import SpeedrunCNN
 from flaxcls.models.whitening import patch_whitening_kernel
-from flaxcls.optim import make_optimizer
-from flaxcls.steps import create_train_state, predict, train_step
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "airbench94.npz")
 WIDTHS = (8, 16, 16)  # the fixture's make_net94 widths

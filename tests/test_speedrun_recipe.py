@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 
 from configs import cifar10_speedrun
-from flaxcls import sharding
-from flaxcls import train as train_lib
-from flaxcls.checkpoint import Checkpointer
-from flaxcls.runs import compute_dtype
-from tests.helpers import crash_after, restored_state, tiny_config, write_npz
+from flaxcls.core import sharding
+from flaxcls.modes import train as train_lib
+from flaxcls.modes.build import compute_dtype
+from flaxcls.rundir.checkpoint import Checkpointer
+from flaxcls.testing.toy import restored_state, tiny_config, write_npz
+from tests.helpers import crash_after
 
 
 def speedrun_config(npz: str, **overrides):

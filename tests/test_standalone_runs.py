@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flaxcls import runs
-from flaxcls import train as train_lib
-from flaxcls.export import export_run
-from flaxcls.predict import predict_files
-from tests.helpers import tiny_config, write_npz
+from flaxcls.modes import build as runs
+from flaxcls.modes import train as train_lib
+from flaxcls.modes.export import export_run
+from flaxcls.modes.predict import predict_files
+from flaxcls.testing.toy import tiny_config, write_npz
 
 
 @pytest.fixture(scope="module")

@@ -7,13 +7,13 @@ import optax
 import pytest
 from PIL import Image, ImageOps
 
-from flaxcls import train as train_lib
+from flaxcls.core.metrics import cross_entropy
+from flaxcls.core.steps import _training_loss, create_train_state, eval_step
 from flaxcls.data import randaugment as ra
 from flaxcls.data.mixing import mix_batch, random_erasing
-from flaxcls.metrics import cross_entropy
 from flaxcls.models import get_model
-from flaxcls.steps import _training_loss, create_train_state, eval_step
-from tests.helpers import restored_state, tiny_config, write_npz
+from flaxcls.modes import train as train_lib
+from flaxcls.testing.toy import restored_state, tiny_config, write_npz
 
 
 def _batch(n=8, h=6, w=5, c=2, seed=0):

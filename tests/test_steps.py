@@ -4,7 +4,7 @@ import numpy as np
 import optax
 
 from flaxcls import classification_sums, create_train_state, cross_entropy, eval_step, train_step
-from flaxcls.metrics import add_sums, summarize
+from flaxcls.core.metrics import add_sums, summarize
 from tests.helpers import TinyNet, tiny_batch
 
 

@@ -11,11 +11,12 @@ import optax
 import pytest
 
 from flaxcls import scan_steps
-from flaxcls import train as train_lib
-from flaxcls.checkpoint import Checkpointer
+from flaxcls.core.steps import create_train_state, train_step
 from flaxcls.errors import TrainingStopped
-from flaxcls.steps import create_train_state, train_step
-from tests.helpers import TinyNet, crash_after, restored_state, tiny_batch, tiny_config, write_npz
+from flaxcls.modes import train as train_lib
+from flaxcls.rundir.checkpoint import Checkpointer
+from flaxcls.testing.toy import restored_state, tiny_config, write_npz
+from tests.helpers import TinyNet, crash_after, tiny_batch
 
 # 60 training examples in batches of 16: 3 steps an epoch, so validation every 3 steps, logs
 # every 4 and 20 steps in all: calls of 8 cross every kind of boundary and end on a short one.

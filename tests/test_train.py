@@ -6,11 +6,12 @@ import jax
 import numpy as np
 import pytest
 
-from flaxcls import sharding
-from flaxcls import train as train_lib
-from flaxcls.checkpoint import Checkpointer
+from flaxcls.core import sharding
 from flaxcls.errors import TrainingStopped
-from tests.helpers import crash_after, register_tiny_net, restored_state, tiny_config, write_npz
+from flaxcls.modes import train as train_lib
+from flaxcls.rundir.checkpoint import Checkpointer
+from flaxcls.testing.toy import restored_state, tiny_config, write_npz
+from tests.helpers import crash_after, register_tiny_net
 
 
 @pytest.mark.parametrize(

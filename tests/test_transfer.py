@@ -3,10 +3,11 @@
 import jax
 import numpy as np
 
-from flaxcls import runs, sharding
-from flaxcls import train as train_lib
-from flaxcls.optim import create_optimizer
-from tests.helpers import restored_state, tiny_config, write_npz
+from flaxcls.core import sharding
+from flaxcls.core.optim import create_optimizer
+from flaxcls.modes import build as runs
+from flaxcls.modes import train as train_lib
+from flaxcls.testing.toy import restored_state, tiny_config, write_npz
 
 
 def _leaves(tree):

@@ -11,8 +11,9 @@ import numpy as np
 import optax
 import pytest
 
-from flaxcls import create_train_state, eval_step, foreign, get_model, train_step
+from flaxcls import create_train_state, eval_step, get_model, train_step
 from flaxcls.errors import ConfigError
+from flaxcls.models import foreign
 from flaxcls.models.vit import ViT
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
@@ -123,10 +124,10 @@ def test_bfloat16_compute_keeps_float32_parameters_and_logits():
 def test_a_trained_vit_exports_with_parity(tmp_path, monkeypatch):
     """run.py's path for a ViT: trained by name, restored from its checkpoint, exported to
     ONNX and TFLite, both agreeing with JAX."""
-    from flaxcls import export as export_lib
-    from flaxcls import train as train_lib
     from flaxcls.models import MODELS
-    from tests.helpers import tiny_config, write_npz
+    from flaxcls.modes import export as export_lib
+    from flaxcls.modes import train as train_lib
+    from flaxcls.testing.toy import tiny_config, write_npz
 
     small = functools.partial(ViT, patch_size=4, width=32, depth=2, num_heads=2)
     monkeypatch.setitem(MODELS, "vit_tiny", small)

@@ -4,11 +4,11 @@ import jax
 import numpy as np
 import pytest
 
-from flaxcls import train as train_lib
 from flaxcls.data import build_input
 from flaxcls.errors import ConfigError
 from flaxcls.models.whitening import patch_whitening_kernel
-from tests.helpers import restored_state, tiny_config, write_npz
+from flaxcls.modes import train as train_lib
+from flaxcls.testing.toy import restored_state, tiny_config, write_npz
 
 
 def test_whitened_patches_have_identity_covariance():

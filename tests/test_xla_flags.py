@@ -1,4 +1,4 @@
-"""flaxcls/xla_flags.py: the GPU flag sets name flags this jaxlib knows, and merge into
+"""flaxcls/testing/xla_flags.py: the GPU flag sets name flags this jaxlib knows, and merge into
 XLA_FLAGS without losing the caller's."""
 
 import os
@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from flaxcls import xla_flags
 from flaxcls.errors import ConfigError
+from flaxcls.testing import xla_flags
 
 
 def test_merged_adds_flags_and_the_new_value_wins():

@@ -154,7 +154,7 @@ def data_config(dataset_or_folder: str, **options: Any) -> ml_collections.Config
 
 
 def _check_values(data: ml_collections.ConfigDict) -> None:
-    from flaxcls.config_checks import check_config  # the rules training configs pass
+    from flaxcls.config import check_config  # the rules training configs pass
 
     try:
         check_config(ml_collections.ConfigDict({"data": data}))

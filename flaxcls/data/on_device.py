@@ -13,7 +13,6 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Sharding
 
-from flaxcls import sharding
 from flaxcls.data.augment import Augmentation
 from flaxcls.data.contract import ArraySplit, Input, Normalizer
 from flaxcls.data.input import augmentation_of
@@ -53,21 +52,22 @@ def compile_train_step(
     inputs: Input,
     data_config: Any,
     state_sharding: Any,
-    mesh: Any,
+    block_sharding: Sharding,
+    replicated: Sharding,
 ) -> tuple[Callable[..., Any], Callable[[int], Iterator[dict[str, np.ndarray]]]]:
     """`step` jitted over blocks of (index, draws) into the training split, placed on every
     device here, and the start step -> blocks' inputs it takes: what the loop calls in place
-    of the step over host batches (the same examples and augmentation draws)."""
+    of the step over host batches (the same examples and augmentation draws). The shardings
+    are the loop's: a block of the batch over the devices, and one held whole on each."""
     if inputs.train_split is None:
         raise ConfigError(
             f"data.on_device needs a dataset held in memory; {inputs.info.name} is streamed. "
             "Set --config.data.on_device=False."
         )
-    replicated = sharding.replicated(mesh)
     held = place(inputs.train_split, replicated)
     p_gather = jax.jit(
         scan(gather_then(step, inputs.normalizer, augmentation_of(data_config, jnp))),
-        in_shardings=(state_sharding, sharding.block_sharding(mesh), replicated),
+        in_shardings=(state_sharding, block_sharding, replicated),
         out_shardings=(state_sharding, replicated),
         donate_argnums=0,
     )

@@ -13,7 +13,7 @@ What makes it that network rather than a look-alike (`fast_cnn`):
   `dirac_` over the default uniform initialisation), so a fresh group passes its input on;
 - module names mirror airbench's (`stem`, `group{i}_conv{1,2}`, `group{i}_norm{1,2}`, `head`),
   and every BatchNorm's name holds "norm": the optimiser picks their biases out by that name
-  (`flaxcls.optim.norm_bias_labels`) for the raised learning rate.
+  (`flaxcls.core.optim.norm_bias_labels`) for the raised learning rate.
 
 The final pool is a max over the whole feature map; airbench's `MaxPool2d(3)` is the same on
 the 3x3 maps that 32x32 and 28x28 inputs reach.

@@ -3,7 +3,7 @@
 Patches embedded by a strided convolution, a class token, learned position embeddings,
 pre-norm blocks (LayerNorm eps 1e-6, multi-head self-attention, GELU MLP) and a final
 LayerNorm; the classifier reads the class token. Module names follow timm's so that its
-`state_dict`s map one to one (flaxcls/foreign.py): `patch_embed` = patch_embed.proj,
+`state_dict`s map one to one (flaxcls/models/foreign.py): `patch_embed` = patch_embed.proj,
 `blocks_{i}` = blocks.{i} with `norm1`, `attn/qkv`, `attn/proj`, `norm2`, `mlp/fc1`, `mlp/fc2`
 inside, then `norm` and `head`.
 """

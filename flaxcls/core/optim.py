@@ -267,7 +267,7 @@ def make_optimizer(
     `freeze_after_steps` updates. `sgd_decoupled` also reads `batch_size` (its rates are per
     1,024 examples) and `norm_bias_lr_factor` (see `_sgd_decoupled`). `sam_rho` > 0 wraps the
     whole in SAM (`sam`): its update then needs the gradient at perturbed weights, which
-    `flaxcls.steps.train_step` supplies.
+    `flaxcls.core.steps.train_step` supplies.
     """
     if name not in OPTIMIZERS:
         raise ConfigError(f"Unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}.")

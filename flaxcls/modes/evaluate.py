@@ -21,13 +21,14 @@ from typing import Any
 import jax
 import numpy as np
 
-from flaxcls import eval_metrics, sharding
-from flaxcls.checkpoint import Checkpointer
+from flaxcls.core import scores, sharding
+from flaxcls.core.steps import TrainState, predict
 from flaxcls.data import Input
 from flaxcls.data.contract import Normalizer, normalizing
 from flaxcls.errors import ConfigError
-from flaxcls.runs import LoadedRun, load_run
-from flaxcls.steps import TrainState, predict
+from flaxcls.modes.build import LoadedRun, load_run
+from flaxcls.rundir import files
+from flaxcls.rundir.checkpoint import Checkpointer
 
 MISTAKES_KEPT = 36  # the most confident mistakes shown in the report
 
@@ -124,12 +125,11 @@ def run_predictions(run: LoadedRun, split: str, flip_tta: bool, mesh) -> Predict
 
 
 def _variant_summary(name: str, probs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
-    label_prob = np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0)
     return {
         "variant": name,
         "accuracy": float(np.mean(probs.argmax(1) == labels)),
-        "loss": float(-np.mean(np.log(label_prob))),
-        "ece": eval_metrics.calibration(probs, labels)["ece"],
+        "loss": scores.log_loss(probs, labels),
+        "ece": scores.calibration(probs, labels)["ece"],
     }
 
 
@@ -159,7 +159,7 @@ class CheckpointUsed:
 def checkpoint_used(run: LoadedRun, asked: str) -> CheckpointUsed:
     """Names the restored step against the run's best and latest checkpoints."""
     metric = run.config.get("best_metric", "val_accuracy")
-    checkpointer = Checkpointer(os.path.join(run.workdir, "checkpoints"), best_metric=metric)
+    checkpointer = Checkpointer(files.checkpoint_dir(run.workdir), best_metric=metric)
     try:
         best, latest = checkpointer.best_step(), checkpointer.latest_step()
     finally:
@@ -223,7 +223,7 @@ def _write_results(workdir: str, split: str, result: dict, mistakes: list, repor
         f"{workdir}: {split} split, {result['num_examples']} examples, checkpoint "
         f"{result['checkpoint_text']}; figures of {result['headline']!r}"
     )
-    print(eval_metrics.format_table(result))
+    print(scores.format_table(result))
     for v in result["variants"]:
         note = f"  ({v['note']})" if v.get("note") else ""
         print(
@@ -231,7 +231,9 @@ def _write_results(workdir: str, split: str, result: dict, mistakes: list, repor
             f"ECE {v['ece']:.4f}{note}"
         )
     if report:
-        from flaxcls import report as report_lib  # matplotlib, only when pictures are asked for
+        from flaxcls.rundir import (
+            report as report_lib,  # matplotlib, only when pictures are asked for
+        )
 
         path = report_lib.write_report(workdir, result, mistakes)
         print(f"report: {path}")
@@ -269,7 +271,7 @@ def evaluate_run(
         chosen = Predictions(sums[uses_tta] / k, plain.labels, chosen.mistakes)
     headline = variants[int(uses_tta) + (2 if ensemble else 0)]["variant"]
     used = checkpoint_used(run, checkpoint)
-    result = eval_metrics.classification_report(chosen.probs, chosen.labels, names)
+    result = scores.classification_report(chosen.probs, chosen.labels, names)
     result.update(
         split=split,
         step=run.step,

@@ -1,20 +1,16 @@
 """A run, built or loaded: its model, optimiser and sharded initial state from a config, and a
 finished run's config, dataset facts and restored checkpoint from its directory.
 
-Training writes the run's dataset facts (`dataset.json`: image shape, normalisation, class
-names, split sizes) beside `config.json`, so a finished run stands on its own: prediction,
-export, `init_from` and ensemble members build the state from those files and the checkpoint,
-and never read or decode the training data. Evaluation reads the split it evaluates.
+A finished run stands on its own (`flaxcls.rundir.files`): prediction, export, `init_from` and
+ensemble members build the state from its config, dataset facts and checkpoint, and never read
+or decode the training data. Evaluation reads the split it evaluates.
 
-Training (`flaxcls.train`), evaluation, transfer, export and prediction all start here.
+Training (`flaxcls.modes.train`), evaluation, transfer, export and prediction all start here.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import json
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -22,15 +18,16 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from flaxcls import sharding
-from flaxcls.checkpoint import Checkpointer
-from flaxcls.config_checks import check_model_input
+from flaxcls.config import check_model_input
+from flaxcls.core import sharding
+from flaxcls.core.lookahead import Lookahead
+from flaxcls.core.optim import create_optimizer
+from flaxcls.core.steps import TrainState, create_train_state, predict
 from flaxcls.data import DatasetInfo, Input, Normalizer, build_input
 from flaxcls.errors import ConfigError
-from flaxcls.lookahead import Lookahead
 from flaxcls.models import get_model
-from flaxcls.optim import create_optimizer
-from flaxcls.steps import TrainState, create_train_state, predict
+from flaxcls.rundir import files
+from flaxcls.rundir.checkpoint import Checkpointer
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 # model.dtype="auto": bfloat16 where it is fast (tensor cores, the MXU), float32 on CPUs, where
@@ -145,42 +142,6 @@ def build_run(config: Any, mesh) -> tuple[Input, TrainState, int]:
     return inputs, state, total_steps
 
 
-FACTS_FILE = "dataset.json"
-
-
-def write_dataset_facts(workdir: str, inputs: Input) -> None:
-    """What a finished run needs to know of its data without reading it again."""
-    facts = {
-        "info": dataclasses.asdict(inputs.info),
-        "split_sizes": dict(inputs.split_sizes),
-        "steps_per_epoch": inputs.steps_per_epoch(),
-    }
-    path = os.path.join(workdir, FACTS_FILE)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(facts, f, indent=2)
-    os.replace(path + ".tmp", path)
-
-
-def read_dataset_facts(workdir: str) -> tuple[DatasetInfo, int] | None:
-    """The run's DatasetInfo and steps per epoch; None for a run trained before they were
-    written."""
-    path = os.path.join(workdir, FACTS_FILE)
-    if not os.path.isfile(path):
-        return None
-    with open(path, encoding="utf-8") as f:
-        facts = json.load(f)
-    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in facts["info"].items()}
-    return DatasetInfo(**fields), int(facts["steps_per_epoch"])
-
-
-def load_run_config(workdir: str) -> ml_collections.ConfigDict:
-    path = os.path.join(workdir, "config.json")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} not found: is {workdir!r} a flaxcls run directory?")
-    with open(path, encoding="utf-8") as f:
-        return ml_collections.ConfigDict(json.load(f))
-
-
 class LoadedRun:
     """A finished run: its config, dataset facts and restored state. `inputs` (the data, this
     process's share) is built the first time something asks for it."""
@@ -234,9 +195,9 @@ def load_run(workdir: str, checkpoint: str = "best", mesh=None) -> LoadedRun:
     unless the run predates `dataset.json` or something asks for `run.inputs`."""
     if checkpoint not in ("best", "latest"):
         raise ConfigError(f"--checkpoint={checkpoint!r}; choose best or latest.")
-    config = load_run_config(workdir)
+    config = files.load_run_config(workdir)
     mesh = mesh or sharding.make_mesh()
-    facts = read_dataset_facts(workdir)
+    facts = files.read_dataset_facts(workdir)
     inputs = None
     if facts is None:
         inputs, state, _ = build_run(config, mesh)
@@ -246,7 +207,7 @@ def load_run(workdir: str, checkpoint: str = "best", mesh=None) -> LoadedRun:
         # Shapes only: the checkpoint supplies every value, so nothing is initialised.
         state, _ = build_state(config, info, steps_per_epoch, mesh, abstract_only=True)
     checkpointer = Checkpointer(
-        os.path.join(workdir, "checkpoints"), best_metric=config.get("best_metric", "val_accuracy")
+        files.checkpoint_dir(workdir), best_metric=config.get("best_metric", "val_accuracy")
     )
     try:
         if checkpointer.latest_step() is None:

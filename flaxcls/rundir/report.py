@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from flaxcls import event_file
+from flaxcls.rundir import event_file
 
 
 def _pyplot():
@@ -86,7 +86,7 @@ def plot_mistakes(mistakes: list[Any], names: list[str], path: str) -> str:
 
 
 def mistakes_figure(mistakes: list[Any], names: list[str]) -> Any:
-    """A grid of the most confident mistakes (`flaxcls.evaluate.Mistake`): image, true and
+    """A grid of the most confident mistakes (`flaxcls.modes.evaluate.Mistake`): image, true and
     predicted class, confidence."""
     plt = _pyplot()
     n = max(len(mistakes), 1)

@@ -13,7 +13,7 @@ from typing import Any, TextIO
 
 import tqdm
 
-from flaxcls import event_file
+from flaxcls.rundir import event_file
 
 # Where stderr is not a terminal (a file, a CI log), one progress line this often at most:
 # tqdm's redraws, ten a second, would fill a log with thousands of carriage-return lines.

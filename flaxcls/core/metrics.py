@@ -7,6 +7,7 @@ so a padded last batch or an uneven split never biases a mean.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -23,16 +24,22 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float =
     return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
 
 
+def top_k_hits(scores: Any, labels: Any, k: int, xp: Any = np) -> Any:
+    """Per example, whether its label is among the `k` highest `scores` (logits or
+    probabilities): fewer than k classes score strictly higher, so ties count as hits. `xp` is
+    numpy or jax.numpy."""
+    k = min(k, scores.shape[-1])
+    label_score = xp.take_along_axis(scores, labels[:, None], axis=-1)
+    return xp.sum(scores > label_score, axis=-1) < k
+
+
 def classification_sums(
     logits: jax.Array, labels: jax.Array, mask: jax.Array, per_example_loss: jax.Array
 ) -> Sums:
     """Masked sums of loss, top-1 and top-5 hits, and the number of real examples."""
     mask = mask.astype(jnp.float32)
     top1 = jnp.argmax(logits, axis=-1) == labels
-    k = min(5, logits.shape[-1])
-    # An example is a top-k hit when fewer than k classes score strictly higher than its label.
-    label_logit = jnp.take_along_axis(logits, labels[:, None], axis=-1)
-    topk = jnp.sum(logits > label_logit, axis=-1) < k
+    topk = top_k_hits(logits, labels, 5, jnp)
     return {
         "loss": jnp.sum(per_example_loss * mask),
         "correct": jnp.sum(top1 * mask),

@@ -15,20 +15,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flaxcls import metrics as metrics_lib
-from flaxcls import sharding, writers
-from flaxcls.checkpoint import Checkpointer, describe
-from flaxcls.config_checks import check_config
+from flaxcls.config import check_config
+from flaxcls.core import metrics as metrics_lib
+from flaxcls.core import sharding
+from flaxcls.core.steps import TrainState, eval_step, scan_steps, train_step
 from flaxcls.data import Input, on_device
 from flaxcls.data.contract import normalizing
 from flaxcls.data.in_step import build_step_augment
 from flaxcls.errors import ConfigError
-from flaxcls.loss_guard import LossGuard
-from flaxcls.preemption import Preempted, PreemptionWatcher
-from flaxcls.run_setup import class_weights, starting_state
-from flaxcls.runs import build_run, write_dataset_facts
-from flaxcls.steps import TrainState, eval_step, scan_steps, train_step
-from flaxcls.writers import MetricsLog
+from flaxcls.modes.build import build_run
+from flaxcls.modes.start import class_weights, starting_state
+from flaxcls.rundir import files, writers
+from flaxcls.rundir.checkpoint import Checkpointer, describe
+from flaxcls.rundir.loss_guard import LossGuard
+from flaxcls.rundir.preemption import Preempted, PreemptionWatcher
+from flaxcls.rundir.writers import MetricsLog
 
 # The loop reads metrics once this many calls are waiting (and at every log, validation and
 # checkpoint): one host-device round trip for several calls, and a non-finite step still
@@ -103,7 +104,13 @@ def compile_steps(config: Any, mesh, state: TrainState, inputs: Input) -> Compil
     )
     if config.data.on_device:
         p_train, batches = on_device.compile_train_step(
-            step, scan, inputs, config.data, state_sharding, mesh
+            step,
+            scan,
+            inputs,
+            config.data,
+            state_sharding,
+            sharding.block_sharding(mesh),
+            replicated,
         )
         return CompiledSteps(p_train, p_eval, batches)
     p_train = jax.jit(
@@ -157,13 +164,6 @@ def evaluate(p_eval: Callable, state: TrainState, inputs: Input, split: str, mes
     return metrics_lib.summarize(total)
 
 
-def _save_json(path: str, obj: Any) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
-
-
 def check_workdir(workdir: str) -> None:
     """A workdir that cannot be written fails now, in one line, not at the first save."""
     try:
@@ -191,7 +191,7 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, float]:
     inputs, state, total_steps = build_run(config, mesh)
     state = starting_state(config, workdir, state, inputs, is_main)
     checkpointer = Checkpointer(
-        os.path.join(workdir, "checkpoints"),
+        files.checkpoint_dir(workdir),
         keep=config.keep_checkpoints,
         best_metric=config.best_metric,
         on_save_error=config.on_save_error,
@@ -206,9 +206,11 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, float]:
         if is_main:
             print(f"resuming from step {restored.step}", flush=True)
     if is_main:
-        _save_json(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
-        _save_json(os.path.join(workdir, "classes.json"), list(inputs.info.class_names))
-        write_dataset_facts(workdir, inputs)
+        files.save_json(
+            os.path.join(workdir, files.CONFIG_FILE), json.loads(config.to_json_best_effort())
+        )
+        files.save_json(os.path.join(workdir, files.CLASSES_FILE), list(inputs.info.class_names))
+        files.write_dataset_facts(workdir, inputs)
     log = MetricsLog(workdir, is_main_process=is_main)
     steps = compile_steps(config, mesh, state, inputs)
     preemption = PreemptionWatcher()
@@ -229,7 +231,7 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, float]:
     # The final weights, which the last save holds: the latest checkpoint, not the best.
     test.update(step=int(jax.device_get(state.step)), checkpoint="latest")
     if is_main:
-        _save_json(os.path.join(workdir, "test_metrics.json"), test)
+        files.save_json(os.path.join(workdir, files.TEST_METRICS_FILE), test)
         print(writers.final_line(test, best_step, config.best_metric, workdir), flush=True)
     return test
 

@@ -31,7 +31,7 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers
 
-from flaxcls.metrics import lower_is_better
+from flaxcls.core.metrics import lower_is_better
 
 log = logging.getLogger(__name__)
 SAVE_ERROR_MODES = ("stop", "continue")

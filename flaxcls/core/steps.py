@@ -25,18 +25,18 @@ import optax
 from flax import struct
 from flax.training import train_state
 
+from flaxcls.core.lookahead import Lookahead
+from flaxcls.core.metrics import Sums, classification_sums, cross_entropy
+from flaxcls.core.optim import uses_sam
 from flaxcls.data.contract import Batch
 from flaxcls.errors import ContractError
-from flaxcls.lookahead import Lookahead
-from flaxcls.metrics import Sums, classification_sums, cross_entropy
-from flaxcls.optim import uses_sam
 
 
 class TrainState(train_state.TrainState):
     """Flax's TrainState (step, params, opt_state) plus BatchNorm statistics, an rng key and,
     when `ema_decay` > 0, an exponential moving average of both weights (`ema`: {'params',
     'batch_stats'}), which evaluation and `predict` then use; with a `lookahead_spec`, the
-    slow weights of `flaxcls.lookahead` (`lookahead`, the same structure)."""
+    slow weights of `flaxcls.core.lookahead` (`lookahead`, the same structure)."""
 
     batch_stats: Any
     rng: jax.Array
@@ -151,7 +151,7 @@ def ema_update(state: TrainState, finite: jax.Array) -> TrainState:
 
 
 def lookahead_update(state: TrainState) -> TrainState:
-    """After an update, the `flaxcls.lookahead` sync of the weights and the slow weights."""
+    """After an update, the `flaxcls.core.lookahead` sync of the weights and the slow weights."""
     if state.lookahead is None:
         return state
     weights, slow = state.lookahead_spec.sync(state.step, state.weights(), state.lookahead)
@@ -212,7 +212,7 @@ def _all_finite(summed_loss: jax.Array, grads: Any) -> jax.Array:
 def _sam_step(
     state: TrainState, grads: Any, finite: jax.Array, gradient_at: Callable[[Any], tuple]
 ) -> tuple[TrainState, jax.Array]:
-    """SAM's update (`flaxcls.optim.sam`): its optimiser asks `grad_fn` for the gradient at the
+    """SAM's update (`flaxcls.core.optim.sam`): its optimiser asks `grad_fn` for the gradient at the
     perturbed weights, a second pass whose BatchNorm updates are dropped. Returns the stepped
     state and whether both passes were finite."""
     second: list[tuple] = []

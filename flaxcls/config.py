@@ -15,11 +15,11 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from flaxcls.checkpoint import SAVE_ERROR_MODES
+from flaxcls.core.metrics import BEST_METRICS
 from flaxcls.data.augment import PADDING_MODES
 from flaxcls.data.datasets import DATASETS
 from flaxcls.errors import ConfigError
-from flaxcls.metrics import BEST_METRICS
+from flaxcls.rundir.checkpoint import SAVE_ERROR_MODES
 
 NONFINITE_MODES = ("stop", "skip")
 # Square image sides tried when looking for the smallest one a model accepts.

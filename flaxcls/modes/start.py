@@ -11,12 +11,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from flaxcls.core.metrics import balanced_class_weights
+from flaxcls.core.steps import TrainState
 from flaxcls.data import Input
 from flaxcls.errors import ConfigError
-from flaxcls.metrics import balanced_class_weights
 from flaxcls.models.whitening import patch_whitening_kernel
-from flaxcls.steps import TrainState
-from flaxcls.transfer import init_from_run
+from flaxcls.modes.transfer import init_from_run
 
 
 def whiten_stem(

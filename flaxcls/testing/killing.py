@@ -18,7 +18,8 @@ import time
 
 import numpy as np
 
-from tests.launch import ROOT, env_for
+from flaxcls.rundir import files
+from flaxcls.testing.launch import ROOT, env_for
 
 
 @dataclasses.dataclass
@@ -34,7 +35,7 @@ class KillReport:
 
 def finished_steps(workdir: str) -> list[int]:
     """Steps with a finalised orbax checkpoint (tmp directories of interrupted saves excluded)."""
-    directory = os.path.join(workdir, "checkpoints")
+    directory = files.checkpoint_dir(workdir)
     if not os.path.isdir(directory):
         return []
     return sorted(int(name) for name in os.listdir(directory) if name.isdigit())

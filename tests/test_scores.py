@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from flaxcls import eval_metrics
+from flaxcls.core import scores
 
 
 def _random(n=500, num_classes=7, missing=(3,), seed=0):
@@ -22,7 +22,7 @@ def test_metrics_equal_scikit_learn(seed):
     probs, labels = _random(seed=seed)
     num_classes = probs.shape[1]
     predicted = probs.argmax(axis=1)
-    report = eval_metrics.classification_report(probs, labels, [f"c{i}" for i in range(7)])
+    report = scores.classification_report(probs, labels, [f"c{i}" for i in range(7)])
     classes = list(range(num_classes))
     np.testing.assert_array_equal(
         report["confusion_matrix"], skm.confusion_matrix(labels, predicted, labels=classes)
@@ -54,12 +54,12 @@ def test_expected_calibration_error_by_hand():
     # two bins used: confidence 0.95 (2 examples, 1 right), 0.55 (2 examples, both right)
     probs = np.array([[0.95, 0.05], [0.95, 0.05], [0.55, 0.45], [0.45, 0.55]])
     labels = np.array([0, 1, 0, 1])
-    ece = eval_metrics.calibration(probs, labels)["ece"]
+    ece = scores.calibration(probs, labels)["ece"]
     assert ece == pytest.approx(0.5 * abs(0.5 - 0.95) + 0.5 * abs(1.0 - 0.55))
 
 
 def test_table_names_every_class():
     probs, labels = _random()
     names = [f"class-{i}" for i in range(7)]
-    table = eval_metrics.format_table(eval_metrics.classification_report(probs, labels, names))
+    table = scores.format_table(scores.classification_report(probs, labels, names))
     assert all(name in table for name in names) and "macro avg" in table

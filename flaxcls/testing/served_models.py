@@ -67,7 +67,7 @@ def served_model(
     name: str, images: np.ndarray, num_classes: int = 5, seed: int = 0
 ) -> tuple[Callable[[jax.Array], jax.Array], np.ndarray]:
     """uint8 images -> probabilities of the registered model `name` for images shaped like
-    `images`, randomly initialised and served as `flaxcls.runs.serving_function` serves a
+    `images`, randomly initialised and served as `flaxcls.modes.build.serving_function` serves a
     trained one (normalisation inside, BatchNorm statistics as constants), and JAX's
     probabilities on `images`. The logits are centred and scaled to a spread of about 2 on
     `images`, so that the probabilities are far from uniform and from one-hot."""

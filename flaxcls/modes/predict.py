@@ -17,7 +17,7 @@ import jax
 import numpy as np
 
 from flaxcls.data.folder import IMAGE_EXTENSIONS, decode_image
-from flaxcls.runs import load_run, serving_function
+from flaxcls.modes.build import load_run, serving_function
 
 BATCH = 64
 

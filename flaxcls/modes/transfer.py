@@ -13,10 +13,10 @@ from typing import Any
 import jax
 from flax import traverse_util
 
-from flaxcls import foreign
+from flaxcls.core.steps import TrainState, evaluation_variables
 from flaxcls.errors import ConfigError
-from flaxcls.runs import load_run
-from flaxcls.steps import TrainState, evaluation_variables
+from flaxcls.models import foreign
+from flaxcls.modes.build import load_run
 
 HEAD = "head"
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from flaxcls.data import DatasetNotPreparedError
 from flaxcls.errors import ConfigError
-from flaxcls.runs import load_run, serving_function
+from flaxcls.modes.build import load_run, serving_function
 
 FORMATS = ("onnx", "tflite")
 # What each format imports: the `export` extra, checked before any work is done.

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from flaxcls.core.metrics import top_k_hits
+
 ECE_BINS = 15
 
 
@@ -42,9 +44,14 @@ def per_class_scores(confusion: np.ndarray) -> dict[str, np.ndarray]:
 def top_k_accuracy(probs: np.ndarray, labels: np.ndarray, k: int) -> float:
     """Share of examples whose label is among the k highest probabilities (ties count as hits
     only when fewer than k classes score strictly higher)."""
-    k = min(k, probs.shape[1])
-    label_prob = probs[np.arange(len(labels)), labels]
-    return float(np.mean(np.sum(probs > label_prob[:, None], axis=1) < k))
+    return float(np.mean(top_k_hits(probs, labels, k)))
+
+
+def log_loss(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Mean negative log-probability of the labels (probabilities clipped at 1e-12): the
+    cross-entropy of predictions that are already probabilities."""
+    label_prob = np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0)
+    return float(-np.mean(np.log(label_prob)))
 
 
 def calibration(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> dict[str, Any]:
@@ -76,13 +83,12 @@ def classification_report(
     scores = per_class_scores(confusion)
     support = scores["support"]
     weights = support / max(support.sum(), 1.0)
-    label_prob = np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0)
     names = list(class_names) or [str(i) for i in range(num_classes)]
     return {
         "num_examples": int(len(labels)),
         "accuracy": float(np.mean(predicted == labels)),
         "top5_accuracy": top_k_accuracy(probs, labels, 5),
-        "loss": float(-np.mean(np.log(label_prob))),
+        "loss": log_loss(probs, labels),
         "macro": {k: float(np.mean(scores[k])) for k in ("precision", "recall", "f1")},
         "weighted": {k: float(np.sum(weights * scores[k])) for k in ("precision", "recall", "f1")},
         "per_class": [
