@@ -11,9 +11,28 @@ import jax
 import numpy as np
 import pytest
 
-from flaxcls import train as train_lib
-from tests.helpers import restored_state, tiny_config, write_npz
-from tests.launch import ROOT, env_for, run_py, write_config
+from flaxcls.modes import train as train_lib
+from flaxcls.testing.launch import ROOT, env_for, run_py, write_config
+from flaxcls.testing.toy import restored_state, tiny_config, write_npz
+
+# run.py, whose loop waits at its first step boundary from step 200 on: it writes `ready` and
+# blocks until the test's SIGTERM arrives, so the signal lands mid-run however fast it trains.
+WAIT_FOR_SIGTERM = """
+import os, runpy, signal, sys
+from flaxcls.rundir import preemption
+ready, reached = sys.argv[1], preemption.PreemptionWatcher.reached
+sys.argv = sys.argv[2:]  # run.py and its flags
+
+def reached_once_signalled(self, step):
+    if step >= 200 and not self.signalled:
+        open(ready, "w").close()
+        while not self.signalled:
+            signal.pause()
+    return reached(self, step)
+
+preemption.PreemptionWatcher.reached = reached_once_signalled
+runpy.run_path("run.py", run_name="__main__")
+"""
 
 OVERRIDES = {
     "steps_per_dispatch": 8,  # SIGTERM acts at the boundary of a call of several steps
@@ -28,18 +47,18 @@ def test_sigterm_saves_and_the_restart_matches_an_uninterrupted_run(tmp_path):
     npz = write_npz(str(tmp_path))
     config = write_config(str(tmp_path), npz, **OVERRIDES)
     stopped = str(tmp_path / "stopped")
-    command = [sys.executable, "run.py", f"--config={config}", f"--workdir={stopped}"]
+    ready = str(tmp_path / "ready")
+    flags = [f"--config={config}", f"--workdir={stopped}"]
+    command = [sys.executable, "-c", WAIT_FOR_SIGTERM, ready, "run.py", *flags]
     proc = subprocess.Popen(
         command, cwd=ROOT, env=env_for(1), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     try:
-        metrics = os.path.join(stopped, "metrics.jsonl")
-        deadline = time.monotonic() + 120
-        while not (os.path.exists(metrics) and os.path.getsize(metrics)):  # training has begun
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        while not os.path.exists(ready):  # the loop waits for the signal at a step boundary
+            assert proc.poll() is None, proc.stderr.read()
             time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=120)
+        _, err = proc.communicate(timeout=300)
     finally:
         proc.kill()
     assert proc.returncode == 0, err[-3000:]

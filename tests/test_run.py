@@ -4,12 +4,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
-from tests.helpers import write_npz
-from tests.launch import env_for, write_config
+from flaxcls.testing.launch import env_for, write_config
+from flaxcls.testing.toy import write_npz
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "JAX_PLATFORMS": "cpu"}
@@ -44,7 +43,6 @@ def test_missing_config_file_is_reported(tmp_path):
 
 
 def test_unprepared_tfds_dataset_fails_fast_with_instructions(tmp_path):
-    start = time.time()
     result = _run(
         [
             "run.py",
@@ -55,8 +53,8 @@ def test_unprepared_tfds_dataset_fails_fast_with_instructions(tmp_path):
             f"--config.data.data_dir={tmp_path}",
         ]
     )
-    assert time.time() - start < 60
     assert result.returncode != 0
+    assert not os.path.exists(tmp_path / "downloads"), "an unprepared dataset was downloaded"
     assert "not prepared" in result.stderr and "--config.data.download=True" in result.stderr
 
 
