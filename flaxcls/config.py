@@ -4,7 +4,7 @@ silently trains nothing (`num_epochs=-1` trains 0 steps and still writes test me
 
 `RULES` maps each dotted key of configs/default.py to what it accepts; `CROSS_CHECKS` relate
 several keys (the held-out fractions, the model against the image size). A new config field
-needs a rule here: tests/test_config_checks.py fails for a number in default.py without one.
+needs a rule here: tests/test_config.py fails for a number in default.py without one.
 """
 
 from __future__ import annotations

@@ -51,7 +51,7 @@ def _config(**overrides):
 @pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
 def test_every_number_of_a_shipped_config_has_a_rule(path):
     missing = sorted(set(_numeric_keys(_load(path).to_dict())) - set(RULES))
-    assert not missing, f"add rules to flaxcls/config_checks.RULES for {missing}"
+    assert not missing, f"add rules to flaxcls/config.RULES for {missing}"
 
 
 def test_every_rule_names_a_key_of_the_default_config():
