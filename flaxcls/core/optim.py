@@ -271,6 +271,15 @@ def make_optimizer(
     """
     if name not in OPTIMIZERS:
         raise ConfigError(f"Unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}.")
+    schedule_options = dict(
+        total_steps=total_steps,
+        warmup_steps=warmup_steps,
+        decay_steps=decay_steps,
+        decay_factor=decay_factor,
+        end_factor=end_factor,
+        start_factor=start_factor,
+        peak_fraction=peak_fraction,
+    )
     if callable(learning_rate):
         if name == "sgd_decoupled":
             raise ConfigError("sgd_decoupled takes a number as learning_rate, not a schedule.")
@@ -280,17 +289,7 @@ def make_optimizer(
     elif learning_rate <= 0:
         raise ConfigError(f"learning_rate={learning_rate} must be positive.")
     else:
-        lr = make_schedule(
-            schedule,
-            learning_rate,
-            total_steps=total_steps,
-            warmup_steps=warmup_steps,
-            decay_steps=decay_steps,
-            decay_factor=decay_factor,
-            end_factor=end_factor,
-            start_factor=start_factor,
-            peak_fraction=peak_fraction,
-        )
+        lr = make_schedule(schedule, learning_rate, **schedule_options)
     tx = OPTIMIZERS[name](
         lr,
         peak_learning_rate=learning_rate,
@@ -303,6 +302,31 @@ def make_optimizer(
         batch_size=batch_size,
         norm_bias_lr_factor=norm_bias_lr_factor,
     )
+    return _wrapped(
+        tx,
+        grad_clip_norm=grad_clip_norm,
+        skip_nonfinite=skip_nonfinite,
+        backbone_lr_factor=backbone_lr_factor,
+        freeze=freeze,
+        freeze_after=freeze_after,
+        freeze_after_steps=freeze_after_steps,
+        sam_rho=sam_rho,
+    )
+
+
+def _wrapped(
+    tx: optax.GradientTransformation,
+    *,
+    grad_clip_norm: float,
+    skip_nonfinite: bool,
+    backbone_lr_factor: float,
+    freeze: str,
+    freeze_after: str,
+    freeze_after_steps: int,
+    sam_rho: float,
+) -> optax.GradientTransformation:
+    """`tx` with make_optimizer's clipping, non-finite skipping, scaled backbone, frozen
+    parameters and SAM, in that order."""
     if grad_clip_norm > 0:
         tx = optax.chain(optax.clip_by_global_norm(grad_clip_norm), tx)
     if skip_nonfinite:
