@@ -277,7 +277,7 @@ def airbench_missing() -> str:
     reasons = []
     try:
         import airbench  # noqa: F401
-    except ImportError as error:
+    except Exception as error:  # also a torchvision built for another torch (RuntimeError)
         reasons.append(f"the airbench package does not import ({error}); pip install airbench")
     import torch
 
