@@ -14,9 +14,10 @@ skips a part that would not fit in `--budget_s`. `plan.json` in `--out` says wha
 The parts (estimates on one H200; a session has about 13 minutes of GPU time and one call
 at most 10, so the default split is two calls: `--parts speedrun resnet50`, then
 `--parts search97 test97`):
-- speedrun (~3 min): `airbench_fashion.py --sides airbench speedrun`, 5 seeds each, on the
+- speedrun (~3.5 min): `airbench_fashion.py --sides airbench speedrun`, 5 seeds each, on the
   real Fashion-MNIST: airbench94 against configs/fashion_mnist_speedrun.py, with JAX's
-  compilation cache shared by the flaxcls seeds (the first compiles).
+  compilation cache shared by the flaxcls seeds (the first compiles); then 3 seeds of the
+  config in float32 (what bfloat16 costs in accuracy, and saves in time).
 - resnet50 (~6 min): `resnet50_vs_pytorch.py --variant all --profile` at batch 256, 30 timed
   steps, each variant in a fresh process with its top-10 kernels, and the PyTorch row.
 - search97 (~5 min): SEARCH_VARIANTS of configs/fashion_mnist_97.py side by side on the one
@@ -83,12 +84,21 @@ class Part:
 
 
 def speedrun(ctx: Context) -> list[list[str]]:
+    """airbench94 and the speedrun config, 5 seeds each; then 3 seeds of the config computing in
+    float32 (airbench computes in float16, the config in bfloat16: what does that cost?)."""
     seeds = ["0"] if ctx.tiny else ["0", "1", "2", "3", "4"]
-    command = [ctx.python, os.path.join(BENCH, "airbench_fashion.py"), "--sides", "airbench"]
-    command += ["speedrun", "--seeds", *seeds, "--data-path", ctx.data]
-    command += ["--compile-cache", os.path.join(tempfile.gettempdir(), "gpu_plan_jax_cache")]
-    command += ["--out", os.path.join(ctx.out, "speedrun.json")]
-    return [command + (["--tiny"] if ctx.tiny else [])]
+
+    def command(sides: list[str], seeds: list[str], out: str, *extra: str) -> list[str]:
+        args = [ctx.python, os.path.join(BENCH, "airbench_fashion.py"), "--sides", *sides]
+        args += ["--seeds", *seeds, "--data-path", ctx.data]
+        args += ["--compile-cache", os.path.join(tempfile.gettempdir(), "gpu_plan_jax_cache")]
+        args += ["--out", os.path.join(ctx.out, out), *extra]
+        return args + (["--tiny"] if ctx.tiny else [])
+
+    return [
+        command(["airbench", "speedrun"], seeds, "speedrun.json"),
+        command(["speedrun"], seeds[:3], "speedrun_float32.json", "--set", "model.dtype='float32'"),
+    ]
 
 
 def resnet50(ctx: Context) -> list[list[str]]:
@@ -145,10 +155,10 @@ def test97(ctx: Context) -> list[list[str]]:
 
 PARTS: dict[str, Part] = {
     # airbench94: 5.8 s warm-up + 3.1 s a seed + ~5 s of process start; the speedrun config
-    # about as long, once compiled (~10 s, the first seed only).
-    "speedrun": Part(170.0, 210.0, speedrun),
+    # about as long, once compiled (~10 s, the first seed only); then 3 float32 seeds.
+    "speedrun": Part(205.0, 230.0, speedrun),
     # Each variant's process ~45 s (start, 17 s compile, 35 steps, profile), PyTorch's ~80 s.
-    "resnet50": Part(330.0, 400.0, resnet50),
+    "resnet50": Part(330.0, 350.0, resnet50),
     # 4 variants of 40 epochs-equivalent (88 s each alone at 24,574 images/s) sharing the GPU.
     "search97": Part(300.0, 330.0, search97, concurrent=True, mem_fraction=0.2),
     # Two seeds one after the other, the second reusing the first's compiled steps.
