@@ -34,7 +34,10 @@ CASES = {
     "missing data file": (["--config.data.path=/nonexistent/data.npz"], "/nonexistent/data.npz"),
     "missing init_from run": (["--config.init_from=/nonexistent/run"], "/nonexistent/run"),
     "unknown best metric": (["--config.best_metric=val_f1"], "val_accuracy, val_top5_accuracy"),
-    "no steps per call": (["--config.steps_per_dispatch=0"], "steps_per_dispatch=0 must be"),
+    "negative steps per call": (
+        ["--config.steps_per_dispatch=-1"],
+        "steps_per_dispatch=-1 must be",
+    ),
 }
 
 

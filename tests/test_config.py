@@ -78,7 +78,7 @@ BAD = [
     ("num_train_steps", -2, "-1 (train for num_epochs) or a whole number >= 1"),
     ("batch_size", 0, "a whole number >= 1"),
     ("eval_batch_size", -8, "a whole number >= 1"),
-    ("steps_per_dispatch", 0, "a whole number >= 1"),
+    ("steps_per_dispatch", -1, "a whole number >= 0"),
     ("optimizer.learning_rate", 0.0, "> 0"),
     ("optimizer.learning_rate", -0.1, "> 0"),
     ("optimizer.momentum", 1.0, "in [0, 1)"),

@@ -92,6 +92,17 @@ def _fast_cnn_count(channels, stem_kernel, stem, widths, classes):
     return count + previous * classes
 
 
+# The speedrun network: a whitening stem with a bias, BatchNorm biases only (no scale).
+def _speedrun_count(channels, widths, classes):
+    stem = 2 * 4 * channels  # 2x2 whitening: each patch direction and its negation
+    count = 4 * channels * stem + stem
+    previous = stem
+    for width in widths:
+        count += 9 * previous * width + 9 * width * width + 2 * width
+        previous = width
+    return count + previous * classes
+
+
 def _vit_count(side, patch, channels, width, depth, mlp, classes):
     tokens = (side // patch) ** 2 + 1  # patches and the class token
     block = 4 * width + (width + 1) * 3 * width + (width + 1) * width  # 2 LayerNorms, attention
@@ -104,6 +115,7 @@ DERIVED = [
     ("vit_cifar", (32, 32, 3), 10, _vit_count(32, 4, 3, 256, 7, 512, 10)),
     ("fast_cnn", (32, 32, 3), 10, _fast_cnn_count(3, 2, 24, (64, 256, 256), 10)),
     ("fast_cnn_small", (28, 28, 1), 10, _fast_cnn_count(1, 3, 16, (32, 64, 128), 10)),
+    ("speedrun_cnn", (32, 32, 3), 10, _speedrun_count(3, (64, 256, 256), 10)),
     ("mlp", (28, 28, 1), 10, 784 * 128 + 128 + 128 * 10 + 10),
 ]
 
@@ -126,6 +138,7 @@ def test_registry_names_and_every_model_has_a_count():
         "inception_small",
         "fast_cnn",
         "fast_cnn_small",
+        "speedrun_cnn",
         "vit_ti16",
         "vit_s16",
         "vit_b16",
