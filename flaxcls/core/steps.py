@@ -181,14 +181,40 @@ def _sum_grads(grads: Any, image: jax.Array, axis_name: str | None) -> Any:
     return jax.lax.psum(grads, axis_name)
 
 
-def _training_loss(logits: jax.Array, batch: Batch, label_smoothing: float) -> jax.Array:
-    """Per-example cross-entropy; a mixed batch weighs its two labels by `mix_weight`."""
-    loss = cross_entropy(logits, batch["label"], label_smoothing)
+LossFn = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+def _training_loss(
+    logits: jax.Array, batch: Batch, label_smoothing: float, loss_fn: LossFn | None = None
+) -> jax.Array:
+    """Per-example loss (cross-entropy, or `loss_fn`); a mixed batch weighs its two labels by
+    `mix_weight`."""
+
+    def per_example(labels: jax.Array) -> jax.Array:
+        if loss_fn is None:
+            return cross_entropy(logits, labels, label_smoothing)
+        return _checked_loss(loss_fn, logits, labels)
+
+    loss = per_example(batch["label"])
     if "mix_label" not in batch:
         return loss
-    partner = cross_entropy(logits, batch["mix_label"], label_smoothing)
+    partner = per_example(batch["mix_label"])
     weight = batch["mix_weight"]
     return weight * loss + (1.0 - weight) * partner
+
+
+def _checked_loss(loss_fn: LossFn, logits: jax.Array, labels: jax.Array) -> jax.Array:
+    loss = loss_fn(logits, labels)
+    shape = getattr(loss, "shape", None)
+    if shape != labels.shape:
+        name = getattr(loss_fn, "__name__", type(loss_fn).__name__)
+        raise ContractError(
+            f"loss_fn {name} returned {shape if shape is not None else type(loss).__name__} "
+            f"for a batch of {labels.shape[0]}; a loss_fn(logits, labels) returns one loss per "
+            f"example, shape ({labels.shape[0]},): the step masks, weighs and sums them itself "
+            "(do not take the mean)."
+        )
+    return loss.astype(jnp.float32)
 
 
 def _apply_for_training(
@@ -237,6 +263,7 @@ def train_step(
     frozen_batch_stats: bool = False,
     class_weights: jax.Array | None = None,
     axis_name: str | None = None,
+    loss_fn: LossFn | None = None,
 ) -> tuple[TrainState, Sums]:
     """One optimiser update on `batch` ({'image', 'label'[, 'mask']}); returns masked sums.
 
@@ -252,7 +279,22 @@ def train_step(
     `class_weights` (num_classes,) weighs each example's loss by its label's weight (the
     reported loss stays unweighted). The sums include `nonfinite`, 1 when the loss or a
     gradient was NaN or infinite.
+
+    `loss_fn(logits, labels) -> (batch,)` replaces the softmax cross-entropy: `logits` float
+    (batch, num_classes), `labels` integer (batch,), one loss per example (not the mean: the
+    step masks, weighs and normalises them, so padding, class weights, EMA, lookahead, SAM,
+    the non-finite flag and the sums over devices work as with the default). Label smoothing
+    belongs to the default loss: with a `loss_fn`, `label_smoothing` must stay 0 (smooth inside
+    your loss). With mixup / cutmix the loss is `mix_weight * loss_fn(logits, label) +
+    (1 - mix_weight) * loss_fn(logits, mix_label)` (for cross-entropy, the loss against the
+    mixed targets). The reported `loss` sum is then of `loss_fn`'s values.
     """
+    if loss_fn is not None and not isinstance(label_smoothing, jax.Array) and label_smoothing:
+        raise ContractError(
+            f"train_step got both loss_fn and label_smoothing={label_smoothing}; label "
+            "smoothing belongs to the default cross-entropy: smooth the targets inside your "
+            "loss_fn and leave label_smoothing at 0."
+        )
     rng = jax.random.fold_in(state.rng, state.step)
     if axis_name is not None:  # each device draws its own dropout masks and augmentations
         rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
@@ -262,16 +304,16 @@ def train_step(
     mask = _mask(batch)
     count = jnp.maximum(_psum(jnp.sum(mask), axis_name), 1.0)
 
-    def loss_fn(params):
+    def objective(params):
         logits, updates = _apply_for_training(
             state, params, batch["image"], rng, frozen_batch_stats
         )
-        per_example = _training_loss(logits, batch, label_smoothing)
+        per_example = _training_loss(logits, batch, label_smoothing, loss_fn)
         weights = mask if class_weights is None else mask * class_weights[batch["label"]]
         return jnp.sum(per_example * weights) / count, (logits, per_example, updates)
 
     def gradient_at(params):  # summed over devices, with the summed loss
-        grads, (logits, per_example, updates) = jax.grad(loss_fn, has_aux=True)(params)
+        grads, (logits, per_example, updates) = jax.grad(objective, has_aux=True)(params)
         summed_loss = _psum(jnp.sum(per_example * mask), axis_name)
         return (
             _sum_grads(grads, batch["image"], axis_name),
@@ -298,12 +340,40 @@ def train_step(
     return state, _psum(sums, axis_name)
 
 
+# What `scan_steps` reads from each step's sums.
+STEP_SUMS = ("loss", "count", "nonfinite")
+
+
+def _check_step_sums(step: Callable[..., Any], sums: Any) -> None:
+    name = getattr(step, "__name__", None) or getattr(
+        getattr(step, "func", None), "__name__", type(step).__name__
+    )
+    if not isinstance(sums, dict):
+        raise ContractError(
+            f"scan_steps: step {name} returned {type(sums).__name__}; a step returns "
+            f"(state, sums) with sums a dict holding at least {list(STEP_SUMS)}."
+        )
+    missing = [k for k in STEP_SUMS if k not in sums]
+    if missing:
+        raise ContractError(
+            f"scan_steps: step {name}'s sums have keys {sorted(sums)} and lack {missing}; a "
+            "step for scan_steps returns (state, sums) with 'loss' (the batch's summed loss), "
+            "'count' (its number of real examples) and 'nonfinite' (1.0 when the update was "
+            "not finite, else 0.0): call flaxcls.train_step inside your step, or add them."
+        )
+
+
 def scan_steps(
     step: Callable[..., tuple[TrainState, Sums]], *, unroll: bool = False
 ) -> Callable[..., tuple[TrainState, Sums]]:
     """`step(state, batch, *args)` over a block of batches stacked on a leading axis, as one
     `lax.scan`: jit the result and one call runs as many optimiser steps as the block holds,
     with no host round trip between them.
+
+    The step's contract: it returns `(state, sums)`, `sums` a dict of scalars holding at least
+    'loss' (summed over the batch), 'count' (real examples) and 'nonfinite' (1.0 for a
+    non-finite update, else 0.0), as `train_step` (with any `loss_fn`) does; other scalar
+    sums are added up too. A step without them is a `ContractError` naming what is missing.
 
     Returns `(state, sums)`: the sums of the block's finite steps added up on the device, and
     per step `nonfinite` (a flag) and `step_loss` (the batch's mean loss), so the caller still
@@ -317,7 +387,9 @@ def scan_steps(
 
     def run_block(state: TrainState, block: Batch, *args: Any) -> tuple[TrainState, Sums]:
         def body(state: TrainState, batch: Batch) -> tuple[TrainState, Sums]:
-            return step(state, batch, *args)
+            out = step(state, batch, *args)
+            _check_step_sums(step, out[1] if isinstance(out, tuple) and len(out) == 2 else out)
+            return out
 
         if jax.tree.leaves(block)[0].shape[0] == 1:  # one step compiles as it would alone
             state, sums = body(state, jax.tree.map(lambda x: x[0], block))
@@ -378,11 +450,16 @@ def eval_step(
     flip_tta: bool = False,
     translate_tta: int = 0,
     axis_name: str | None = None,
+    loss_fn: LossFn | None = None,
 ) -> Sums:
     """Masked sums of loss and hits with BatchNorm running statistics (summed over `axis_name`);
-    `flip_tta` and `translate_tta` average over augmented views (see `predict`)."""
+    `flip_tta` and `translate_tta` average over augmented views (see `predict`). The loss is
+    the cross-entropy, or `loss_fn(logits, labels)` (per example, as in `train_step`)."""
     check_batch(batch)
     logits = predict(state, batch["image"], flip_tta=flip_tta, translate_tta=translate_tta)
-    per_example = cross_entropy(logits, batch["label"])
+    if loss_fn is None:
+        per_example = cross_entropy(logits, batch["label"])
+    else:
+        per_example = _checked_loss(loss_fn, logits, batch["label"])
     sums = classification_sums(logits, batch["label"], _mask(batch), per_example)
     return _psum(sums, axis_name)
