@@ -191,3 +191,13 @@ def test_a_registered_nnx_model_trains_resumes_and_exports(tmp_path, monkeypatch
     figures = result["parity"]["onnx"]
     assert result["step"] == 6 and figures["images"] == 20
     assert figures["top1_agreement"] == 1.0 and figures["max_abs_prob_diff"] < 1e-5, figures
+
+
+def test_an_nnx_instance_given_to_create_train_state_points_to_from_nnx():
+    from flaxcls.errors import ContractError
+
+    model = NNXCNN(10, rngs=nnx.Rngs(0))
+    with pytest.raises(ContractError, match=r"NNXCNN is a Flax NNX module.*from_nnx\(NNXCNN"):
+        create_train_state(model, optax.adam(1e-3), jax.random.PRNGKey(0), SHAPE)
+    with pytest.raises(ContractError, match="not a Flax Linen module"):
+        create_train_state(object(), optax.adam(1e-3), jax.random.PRNGKey(0), SHAPE)

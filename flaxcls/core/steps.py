@@ -15,6 +15,7 @@ with a `ContractError` that says what to change:
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -85,9 +86,28 @@ def create_train_state(
 MODEL_COLLECTIONS = ("params", "batch_stats")
 
 
+def _check_linen(model: Any) -> None:
+    """A Flax NNX module (or anything else that is not Linen) is refused with the way out."""
+    name = type(model).__name__
+    nnx = sys.modules.get("flax.nnx")  # an NNX module means flax.nnx is imported already
+    if nnx is not None and isinstance(model, nnx.Module):
+        raise ContractError(
+            f"{name} is a Flax NNX module; flaxcls steps take Linen modules. Wrap its class: "
+            f"`from flaxcls.models import from_nnx; model = from_nnx({name}, num_classes=...)` "
+            "(the constructor's keyword arguments, without `rngs`: from_nnx builds it)."
+        )
+    if not isinstance(model, nn.Module) and not callable(getattr(model, "init", None)):
+        raise ContractError(
+            f"create_train_state got a {name}, not a Flax Linen module (nothing to `init`); a "
+            "model is a `flax.linen.Module`, e.g. `flaxcls.get_model(name, num_classes=...)`, "
+            "or an NNX module wrapped with `flaxcls.models.from_nnx`."
+        )
+
+
 def init_variables(model: nn.Module, rngs: dict[str, jax.Array], images: jax.Array) -> dict:
     """`model.init` on `images`, with the model's side of the contract checked."""
     name = type(model).__name__
+    _check_linen(model)
     try:
         variables = model.init(rngs, images, train=False)
     except TypeError as e:
