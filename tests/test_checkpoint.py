@@ -59,3 +59,38 @@ def test_loop_state_round_trips_and_older_checkpoints_still_restore(tmp_path):
     checkpointer.close()
     again = Checkpointer(str(tmp_path)).restore(_state(1))
     assert (again.step, again.loop) == (4, loop)
+
+
+def test_metrics_without_the_best_metric_name_it_and_the_fix(tmp_path):
+    import pytest
+
+    from flaxcls.rundir.checkpoint import CheckpointError
+
+    checkpointer = Checkpointer(str(tmp_path), keep=1)
+    state = _state(0)
+    checkpointer.save(state.replace(step=1), {"val_accuracy": 0.5})
+    with pytest.raises(CheckpointError) as caught:
+        checkpointer.save(state.replace(step=2), {"loss": 0.3})
+    message = str(caught.value)
+    assert "lack 'val_accuracy'" in message and "best_metric=" in message
+    assert "disk" not in message and "permissions" not in message
+    checkpointer.close()
+    assert sorted(checkpointer.manager.all_steps()) == [1]  # nothing written for step 2
+
+
+def test_a_metric_of_your_own_or_none_at_all(tmp_path):
+    state = _state(0)
+    by_loss = Checkpointer(str(tmp_path / "by_loss"), keep=1, best_metric="train_loss")
+    for step, loss in [(1, 0.9), (2, 0.2), (3, 0.5)]:
+        by_loss.save(state.replace(step=step), {"train_loss": loss})
+        by_loss.manager.wait_until_finished()
+    assert by_loss.best_step() == 2 and sorted(by_loss.manager.all_steps()) == [2, 3]
+    by_loss.close()
+
+    newest = Checkpointer(str(tmp_path / "newest"), keep=2, best_metric=None)
+    for step in (1, 2, 3):
+        newest.save(state.replace(step=step), {"anything": 1.0})
+    newest.close()
+    assert sorted(newest.manager.all_steps()) == [2, 3]
+    restored = Checkpointer(str(tmp_path / "newest"), best_metric=None).restore(_state(1))
+    assert restored.step == 3

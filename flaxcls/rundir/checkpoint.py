@@ -101,17 +101,24 @@ def file_digests(directory: str) -> dict[str, list]:
 
 
 class Checkpointer:
-    """Saves and restores the train state and loop state with an `ocp.CheckpointManager`."""
+    """Saves and restores the train state and loop state with an `ocp.CheckpointManager`.
+
+    Usable from your own loop (see README "Checkpoints in your own loop"):
+    `save(state, metrics=None, loop=None)` at `state.step`, `restore(target)` (the newest, or
+    `prefer="best"`), `latest_step()` / `best_step()`, and `close()` before exiting.
+    """
 
     def __init__(
         self,
         directory: str,
         *,
         keep: int = 3,
-        best_metric: str = "val_accuracy",
+        best_metric: str | None = "val_accuracy",
         on_save_error: str = "stop",
     ):
-        """`best_metric` is kept highest, or lowest for a loss (`metrics.lower_is_better`)."""
+        """Keeps the `keep` newest checkpoints plus the best by `best_metric` among those saved
+        with `metrics`: kept highest, or lowest for a name ending in "loss"
+        (`metrics.lower_is_better`). `best_metric=None` keeps the newest only."""
         if on_save_error not in SAVE_ERROR_MODES:
             raise ValueError(f"on_save_error={on_save_error!r}; choose one of {SAVE_ERROR_MODES}")
         _quiet_orbax_failures()
@@ -121,26 +128,29 @@ class Checkpointer:
         self.is_main = jax.process_index() == 0
         self._unverified: list[int] = []  # saved steps whose manifest is still to be written
         self.failed_saves = 0
-        mode = "min" if lower_is_better(best_metric) else "max"
-        policy = checkpoint_managers.AnyPreservationPolicy(
-            [
-                checkpoint_managers.LatestN(keep),
-                checkpoint_managers.BestN(
-                    get_metric_fn=lambda metrics: metrics[best_metric],
-                    reverse=mode == "min",
-                    n=1,
-                    keep_checkpoints_without_metrics=False,
-                ),
-            ]
-        )
+        if best_metric is None:
+            policy, best = checkpoint_managers.LatestN(keep), {}
+        else:
+            mode = "min" if lower_is_better(best_metric) else "max"
+            policy = checkpoint_managers.AnyPreservationPolicy(
+                [
+                    checkpoint_managers.LatestN(keep),
+                    checkpoint_managers.BestN(
+                        get_metric_fn=lambda metrics: metrics[best_metric],
+                        reverse=mode == "min",
+                        n=1,
+                        keep_checkpoints_without_metrics=False,
+                    ),
+                ]
+            )
+            best = dict(best_fn=lambda metrics: metrics[best_metric], best_mode=mode)
         self.manager = ocp.CheckpointManager(
             self.directory,
             item_names=ITEMS,  # named up front: one odd step directory cannot switch modes
             options=ocp.CheckpointManagerOptions(
                 preservation_policy=policy,
-                best_fn=lambda metrics: metrics[best_metric],  # what best_step() ranks by
-                best_mode=mode,
                 cleanup_tmp_directories=True,
+                **best,  # best_fn: what best_step() ranks by
             ),
         )
 
@@ -242,6 +252,7 @@ class Checkpointer:
         """Saves asynchronously at `state.step`, with the loop's JSON-able state; a step already
         saved is left as it is."""
         step = int(jax.device_get(state.step))
+        self._check_metrics(step, metrics)
         self._wait()
         if step in self.manager.all_steps():
             return
@@ -254,6 +265,19 @@ class Checkpointer:
             self._save_failed(step, e)
             return
         self._unverified.append(step)
+
+    def _check_metrics(self, step: int, metrics: dict[str, float] | None) -> None:
+        """Metrics without the one the best checkpoint is kept by: the caller's mistake, said
+        before anything is written (orbax would fail the save with a bare KeyError)."""
+        if metrics is None or self.best_metric is None or self.best_metric in metrics:
+            return
+        raise CheckpointError(
+            f"saving checkpoint step {step}: metrics {sorted(metrics)} lack "
+            f"{self.best_metric!r}, the metric this Checkpointer keeps the best checkpoint by. "
+            f"Pass metrics={{{self.best_metric!r}: ...}} too, save without metrics (kept by "
+            "recency only), or construct Checkpointer(..., best_metric=<one of your metrics' "
+            "names>, or None to keep the newest only)."
+        )
 
     # -- restore
 
