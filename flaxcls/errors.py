@@ -6,6 +6,12 @@ class ConfigError(ValueError):
     """A config value or an input file that flaxcls cannot use; the message says what to change."""
 
 
+class DataError(ConfigError):
+    """A data file or dataset that flaxcls cannot train on as it is (a wrong type, a label out of
+    range, a single class, an empty split, a broken file); the message names the file, what is
+    wrong and what to do."""
+
+
 class TrainingStopped(RuntimeError):
     """Training stopped itself (a non-finite or diverging loss); the message names the step, the
     checkpoint kept and what to try."""

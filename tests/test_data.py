@@ -59,8 +59,8 @@ def test_npz_validation_errors(tmp_path):
     path = tmp_path / "bad.npz"
     np.savez(path, images=np.zeros((4, 8, 8, 3), np.float32), labels=np.zeros(4, np.int64))
     cfg = tiny_config(str(path)).data
-    with pytest.raises(ValueError, match="must be uint8"):
-        sources.load_splits(cfg)
+    with pytest.raises(ValueError, match=r"every value in \[0, 1\]: a 0..1 scale or dark"):
+        sources.load_splits(cfg)  # more cases in tests/test_bad_data.py
 
 
 def test_validation_is_carved_from_the_end_of_train(tmp_path):

@@ -133,6 +133,24 @@ def _class_folders(root: str) -> list[str]:
     )
 
 
+def _warn_hidden_folders(root: str) -> None:
+    """Hidden folders (a name that starts with a dot, `..owl` too) are not classes; one that
+    holds image files is named in a warning, so that no class is dropped without a word."""
+    hidden = []
+    for name in sorted(os.listdir(root)):
+        path = os.path.join(root, name)
+        if name.startswith(".") and os.path.isdir(path):
+            count = sum(1 for n in os.listdir(path) if n.lower().endswith(IMAGE_EXTENSIONS))
+            if count:
+                hidden.append(f"{path} ({count} image file(s))")
+    if hidden:
+        warnings.warn(
+            f"skipped hidden folder(s) that hold image files, not taken as classes: "
+            f"{', '.join(hidden)}; rename them without the leading dot to train on them.",
+            stacklevel=3,
+        )
+
+
 def _check_header(image: Any) -> None:
     """Refuses, before anything is decoded, images too large to decode safely and modes without
     a faithful conversion to 8-bit grayscale or RGB."""
@@ -310,6 +328,7 @@ def _scan(
     """(class names, files, labels, skipped non-regular entries) of one folder of class folders;
     `class_names` None means the folders found, which must be at least two."""
     names = list(class_names) if class_names is not None else _class_folders(root)
+    _warn_hidden_folders(root)
     if class_names is None:
         _check_class_count(root, names)
     files, labels, special, empty = [], [], [], []

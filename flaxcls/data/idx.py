@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
 
 import numpy as np
 
-from flaxcls.errors import ConfigError
+from flaxcls.data import checks
+from flaxcls.errors import DataError
 
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
@@ -20,18 +22,27 @@ IDX_FILES = {
 
 def read_idx(path: str) -> np.ndarray:
     """Reads one IDX file (optionally gzipped) into an array of its stored shape."""
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    if path.endswith(".gz"):
+        try:
+            with gzip.open(path, "rb") as f:
+                data = f.read()
+        except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+            raise DataError(
+                f"{path} is truncated or not a gzip file ({e}): download it again, or check it "
+                f"with `gzip -t {path}`."
+            ) from None
+    else:
+        with open(path, "rb") as f:
+            data = f.read()
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
-        raise ConfigError(f"{path} is not an IDX file (bad magic number).")
+        raise DataError(f"{path} is not an IDX file (bad magic number).")
     dtype = np.dtype(_IDX_DTYPES[data[2]])
     ndim = data[3]
     header = 4 + 4 * ndim
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     expected = header + int(np.prod(shape)) * dtype.itemsize
     if len(data) != expected:
-        raise ConfigError(
+        raise DataError(
             f"{path} is truncated or corrupt: header says shape {shape} "
             f"({expected} bytes) but the file holds {len(data)} bytes."
         )
@@ -47,15 +58,25 @@ def _find(directory: str, stem: str) -> str:
 
 
 def load_idx_split(directory: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Returns (images uint8 NHWC, labels int32) of the `train` or `test` split in `directory`."""
+    """Returns (images uint8 NHWC, labels int32) of the `train` or `test` split in `directory`.
+
+    Pixels of any IDX type convert only when exactly (see `checks.pixels`), labels only when
+    they are class indices (`checks.class_labels`); anything else is a `DataError`."""
     images_stem, labels_stem = IDX_FILES[split]
-    images = read_idx(_find(directory, images_stem))
-    labels = read_idx(_find(directory, labels_stem)).astype(np.int32)
+    images_path, labels_path = _find(directory, images_stem), _find(directory, labels_stem)
+    images, labels = read_idx(images_path), read_idx(labels_path)
+    if images.ndim not in (3, 4) or labels.ndim != 1:
+        raise DataError(
+            f"{images_path} holds shape {images.shape} and {labels_path} {labels.shape}: "
+            "expected images (N, H, W[, C]) and labels (N,)."
+        )
     if images.shape[0] != labels.shape[0]:
-        raise ConfigError(
+        raise DataError(
             f"{directory}: {images.shape[0]} {split} images but {labels.shape[0]} labels."
         )
-    return images.reshape(images.shape + (1,)).astype(np.uint8), labels
+    images = checks.pixels(images, images_path)
+    labels = checks.class_labels(labels, f"the labels of {labels_path}")
+    return (images[..., None] if images.ndim == 3 else images), labels
 
 
 def has_idx_files(directory: str) -> bool:

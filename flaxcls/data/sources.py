@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import zipfile
+import zlib
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from flaxcls.data import idx
+from flaxcls.data import checks, idx
 from flaxcls.data.contract import ArraySplit, DatasetInfo
 from flaxcls.data.datasets import DATASETS, get_dataset_info
 from flaxcls.data.folder import load_folder
-from flaxcls.errors import ConfigError
+from flaxcls.errors import ConfigError, DataError
 
 
 class DatasetNotPreparedError(RuntimeError):
@@ -118,6 +120,8 @@ def _load_custom(data_config: Any) -> Loaded:
     if not path or kind not in FILE_READERS:
         raise ConfigError("data.dataset='custom' needs data.path (an .npz file or an IDX folder).")
     splits = FILE_READERS[kind](path, data_config)
+    checks.class_count(data_config.num_classes, path)
+    checks.learnable(splits, path)  # before the statistics of the training images
     return Loaded(derive_info(splits["train"], data_config.num_classes), splits)
 
 
@@ -143,20 +147,75 @@ def _read_idx(path: str, data_config: Any) -> dict[str, ArraySplit]:
 
 
 def _read_npz(path: str, data_config: Any) -> dict[str, ArraySplit]:
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"data.path={path!r}: no such .npz file.")
-    with np.load(path, allow_pickle=False) as f:
-        arrays = {k: f[k] for k in f.files}
+    arrays, names = _npz_arrays(path)
     for key in ("images", "labels"):
         if key not in arrays:
-            raise ConfigError(f"{path} has no {key!r} array (found: {', '.join(arrays)}).")
+            found = ", ".join(f"`{k}`" for k in names)
+            raise DataError(f"{path} has no `{key}` array (it holds {found}); {_NPZ_LAYOUT}")
+    has_test = {key: key in arrays for key in ("test_images", "test_labels")}
+    if any(has_test.values()) and not all(has_test.values()):
+        given, missing = ("test_images", "test_labels")[:: 1 if has_test["test_images"] else -1]
+        raise DataError(
+            f"{path} has `{given}` but no `{missing}`: save both, or neither (then the last "
+            "data.test_fraction of the examples is the test split)."
+        )
     train = _checked_split(path, "", arrays["images"], arrays["labels"])
-    if "test_images" in arrays:
+    if all(has_test.values()):
         test = _checked_split(path, "test_", arrays["test_images"], arrays["test_labels"])
         return {"train": train, "test": test}
     # No held-out arrays: the last `test_fraction` of the examples become the test split.
     train, test = split_off(train, data_config.test_fraction, "data.test_fraction")
     return {"train": train, "test": test}
+
+
+_NPZ_LAYOUT = (
+    "save the arrays with np.savez(path, images=uint8 NHWC, labels=int class indices"
+    "[, test_images=..., test_labels=...])."
+)
+_NPZ_KEYS = ("images", "labels", "test_images", "test_labels")
+
+
+def _npz_arrays(path: str) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The arrays of the .npz file at `path` that flaxcls reads (`_NPZ_KEYS`; others, pickled or
+    huge, are never read) and the names of all it holds; a file that is no .npz archive, or an
+    array of pickled objects, is a DataError that says how to save the file."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"data.path={path!r}: no such .npz file.")
+    if os.path.getsize(path) == 0:
+        raise DataError(f"{path} is empty (0 bytes): {_NPZ_LAYOUT}")
+    try:
+        archive = np.load(path, allow_pickle=False, mmap_mode="r")
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise DataError(f"{path} holds one .npy array, not an .npz archive: {_NPZ_LAYOUT}")
+        with archive:
+            names = list(archive.files)
+            if not names:
+                raise DataError(f"{path} holds no arrays: {_NPZ_LAYOUT}")
+            arrays = {}
+            for key in names:
+                if key not in _NPZ_KEYS:
+                    continue
+                try:
+                    arrays[key] = archive[key]
+                except ValueError as e:
+                    if "allow_pickle" not in str(e):
+                        raise
+                    raise DataError(
+                        f"{path}: `{key}` holds pickled Python objects, which flaxcls does not "
+                        f"unpickle (unsafe): {_NPZ_LAYOUT}"
+                    ) from None
+    except DataError:
+        raise
+    except ValueError:  # numpy found neither a zip nor a .npy header, and tried unpickling
+        raise DataError(
+            f"{path} is not an .npz archive (nor a .npy array): {_NPZ_LAYOUT}"
+        ) from None
+    except (EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise DataError(
+            f"{path} is not an .npz archive numpy can read, truncated or damaged "
+            f"({type(e).__name__}: {str(e)[:100]}): copy it again, or {_NPZ_LAYOUT}"
+        ) from None
+    return arrays, names
 
 
 # The file formats of `custom`: path, data config -> train and test splits.
@@ -167,19 +226,20 @@ FILE_READERS: dict[str, Callable[[str, Any], dict[str, ArraySplit]]] = {
 
 
 def _checked_split(path: str, prefix: str, images: np.ndarray, labels: np.ndarray) -> ArraySplit:
-    if images.dtype != np.uint8 or images.ndim not in (3, 4):
-        raise ConfigError(
+    if images.ndim not in (3, 4):
+        raise DataError(
             f"{path}: `{prefix}images` must be uint8 of shape (N, H, W[, C]); "
             f"got {images.dtype} {images.shape}."
         )
+    images = checks.pixels(images, f"{path}: `{prefix}images`")
     if images.ndim == 3:
         images = images[..., None]
-    if not np.issubdtype(labels.dtype, np.integer) or labels.shape != images.shape[:1]:
-        raise ConfigError(
+    if labels.shape != images.shape[:1]:
+        raise DataError(
             f"{path}: `{prefix}labels` must be integers of shape ({images.shape[0]},); "
             f"got {labels.dtype} {labels.shape}."
         )
-    return ArraySplit(images, labels.astype(np.int32))
+    return ArraySplit(images, checks.class_labels(labels, f"{path}: `{prefix}labels`"))
 
 
 SOURCES: dict[str, Source] = {
@@ -229,6 +289,7 @@ def load_splits(data_config: Any) -> tuple[DatasetInfo, dict[str, ArraySplit]]:
             splits["train"], data_config.validation_fraction, "data.validation_fraction"
         )
         splits = {"train": train, "validation": validation, "test": splits["test"]}
+    checks.learnable(splits, data_config.path or f"dataset {loaded.info.name!r}")
     _check_labels(splits, loaded.info)
     return loaded.info, splits
 
