@@ -1,11 +1,12 @@
-"""Image classifiers by name: `get_model(name, num_classes=...)`; `MODELS` lists them.
+"""Image classifiers by name: `get_model(name, num_classes=...)`; `MODELS` lists them, and
+`@register_model("name")` adds your own.
 `from_nnx(MyNNXModule, ...)` makes a Flax NNX module a flaxcls model."""
 
 from typing import Any
 
-from flaxcls.models.registry import MODELS, get_model
+from flaxcls.models.registry import MODELS, get_model, register_model
 
-__all__ = ["MODELS", "from_nnx", "get_model"]
+__all__ = ["MODELS", "from_nnx", "get_model", "register_model"]
 
 
 def __getattr__(name: str) -> Any:

@@ -26,6 +26,7 @@ from flaxcls.core.steps import TrainState, create_train_state, predict
 from flaxcls.data import DatasetInfo, Input, Normalizer, build_input
 from flaxcls.errors import ConfigError
 from flaxcls.models import get_model
+from flaxcls.models.registry import import_model
 from flaxcls.rundir import files
 from flaxcls.rundir.checkpoint import Checkpointer
 
@@ -196,6 +197,9 @@ def load_run(workdir: str, checkpoint: str = "best", mesh=None) -> LoadedRun:
     if checkpoint not in ("best", "latest"):
         raise ConfigError(f"--checkpoint={checkpoint!r}; choose best or latest.")
     config = files.load_run_config(workdir)
+    import_model(
+        config.model.name, config.model.get("module", ""), config.model.get("module_file", "")
+    )
     mesh = mesh or sharding.make_mesh()
     facts = files.read_dataset_facts(workdir)
     inputs = None

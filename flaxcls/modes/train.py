@@ -23,6 +23,7 @@ from flaxcls.data import Input, on_device
 from flaxcls.data.contract import normalizing
 from flaxcls.data.in_step import build_step_augment
 from flaxcls.errors import ConfigError
+from flaxcls.models.registry import model_source
 from flaxcls.modes.build import build_run
 from flaxcls.modes.start import class_weights, starting_state
 from flaxcls.rundir import files, writers
@@ -206,9 +207,10 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, float]:
         if is_main:
             print(f"resuming from step {restored.step}", flush=True)
     if is_main:
-        files.save_json(
-            os.path.join(workdir, files.CONFIG_FILE), json.loads(config.to_json_best_effort())
-        )
+        run_config = json.loads(config.to_json_best_effort())
+        # A model registered outside flaxcls: where it comes from, so the run stands on its own.
+        run_config["model"].update(model_source(config.model.name))
+        files.save_json(os.path.join(workdir, files.CONFIG_FILE), run_config)
         files.save_json(os.path.join(workdir, files.CLASSES_FILE), list(inputs.info.class_names))
         files.write_dataset_facts(workdir, inputs)
     log = MetricsLog(workdir, is_main_process=is_main)
