@@ -349,3 +349,25 @@ def test_run_py_prints_a_bad_data_file_as_one_line(tmp_path):
 
 def test_data_errors_are_config_errors():
     assert issubclass(DataError, ConfigError)  # run.py prints ConfigError as one line
+
+
+def test_a_known_dataset_in_files_of_another_size_is_refused(tmp_path):
+    """Fashion-MNIST read from an .npz whose images are not 28x28x1: the model would be built
+    for the dataset's size and fed another."""
+    images = np.random.default_rng(0).integers(0, 256, (40, 32, 32, 3)).astype(np.uint8)
+    path = _npz(tmp_path, images=images, labels=np.arange(40) % 10)
+    _refused(
+        path,
+        "32x32x3",
+        "28x28x1",
+        "fashion_mnist",
+        "data.dataset=custom",
+        dataset="fashion_mnist",
+        source="npz",
+    )
+
+
+def test_labels_over_a_known_datasets_classes_name_the_file(tmp_path):
+    images = _images(40, 28)
+    path = _npz(tmp_path, images=images, labels=np.arange(40) % 12)
+    _refused(path, path, "11", "10 classes", dataset="fashion_mnist", source="npz")

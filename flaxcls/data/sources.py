@@ -289,8 +289,11 @@ def load_splits(data_config: Any) -> tuple[DatasetInfo, dict[str, ArraySplit]]:
             splits["train"], data_config.validation_fraction, "data.validation_fraction"
         )
         splits = {"train": train, "validation": validation, "test": splits["test"]}
-    checks.learnable(splits, data_config.path or f"dataset {loaded.info.name!r}")
-    _check_labels(splits, loaded.info)
+    where = data_config.path or f"dataset {loaded.info.name!r}"
+    checks.learnable(splits, where)
+    if not SOURCES[source_name(data_config)].own_data:
+        _check_known_shape(splits["train"], loaded.info, where)
+    _check_labels(splits, loaded.info, where)
     return loaded.info, splits
 
 
@@ -319,10 +322,23 @@ def derive_info(
     )
 
 
-def _check_labels(splits: dict[str, ArraySplit], info: DatasetInfo) -> None:
+def _check_known_shape(train: ArraySplit, info: DatasetInfo, where: str) -> None:
+    """Files of a dataset flaxcls knows hold images of its size: the model is built for it."""
+    shape = tuple(train.images.shape[1:])
+    if shape != tuple(info.image_shape):
+        size = "x".join(map(str, shape))
+        known = "x".join(map(str, info.image_shape))
+        raise DataError(
+            f"{where} holds {size} images but {info.name} has {known} ones: for images of your "
+            "own, set data.dataset=custom (an .npz file or IDX folder) or data.dataset=folder."
+        )
+
+
+def _check_labels(splits: dict[str, ArraySplit], info: DatasetInfo, where: str) -> None:
     for name, split in splits.items():
         if len(split) and (split.labels.min() < 0 or split.labels.max() >= info.num_classes):
-            raise ConfigError(
-                f"{name} labels span [{split.labels.min()}, {split.labels.max()}] but dataset "
-                f"{info.name!r} has {info.num_classes} classes."
+            raise DataError(
+                f"{name} labels of {where} span [{split.labels.min()}, {split.labels.max()}] but "
+                f"dataset {info.name!r} has {info.num_classes} classes: fix the labels, or "
+                "(data.dataset=custom) set data.num_classes=0 to count them."
             )
