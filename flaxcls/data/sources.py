@@ -339,6 +339,6 @@ def _check_labels(splits: dict[str, ArraySplit], info: DatasetInfo, where: str) 
         if len(split) and (split.labels.min() < 0 or split.labels.max() >= info.num_classes):
             raise DataError(
                 f"{name} labels of {where} span [{split.labels.min()}, {split.labels.max()}] but "
-                f"dataset {info.name!r} has {info.num_classes} classes: fix the labels, or "
-                "(data.dataset=custom) set data.num_classes=0 to count them."
+                f"dataset {info.name!r} has {info.num_classes} classes: fix the labels, or train "
+                "on classes of your own with data.dataset=custom."
             )
