@@ -9,9 +9,10 @@ split per class (stratified) with the run's seed, the same on every run.
 
 Only regular files (or links to them) are opened: named pipes, sockets, devices and folders
 named like images are skipped with a warning that names them. Unreadable files are an error that
-names them, or, with `data.skip_corrupt`, a warning that lists what was skipped. A dataset a
-classifier cannot learn from is an error that says why: fewer than two class folders, a class
-folder without image files, or a class left without readable training images.
+names them, or, with `data.skip_corrupt`, a warning that lists what was skipped. Hidden
+folders (a leading dot) are no classes; one that holds image files is named in a warning. A
+dataset a classifier cannot learn from is an error that says why: fewer than two class folders, a
+class folder without image files, or a class left without readable training images.
 """
 
 from __future__ import annotations
@@ -140,7 +141,10 @@ def _warn_hidden_folders(root: str) -> None:
     for name in sorted(os.listdir(root)):
         path = os.path.join(root, name)
         if name.startswith(".") and os.path.isdir(path):
-            count = sum(1 for n in os.listdir(path) if n.lower().endswith(IMAGE_EXTENSIONS))
+            try:
+                count = sum(1 for n in os.listdir(path) if n.lower().endswith(IMAGE_EXTENSIONS))
+            except OSError:  # an unreadable hidden folder (a trash can) is no class either
+                continue
             if count:
                 hidden.append(f"{path} ({count} image file(s))")
     if hidden:
