@@ -47,7 +47,9 @@ def test_every_python_block_runs_in_order_as_pasted():
     out = result.stdout
     assert "train loss" in out and "eval accuracy" in out and "steps 18" in out
     assert "pmap eval correct" in out and "test accuracy" in out
-    assert "resumed at step 3 after epoch 2" in out
+    assert "jit devices 8 kernel P(None, None, 'data', None)" in out
+    assert "jit train count 64" in out
+    assert "resumed at step 3 after epoch 2" in out and "learning rate 0.001" in out
 
 
 def test_first_lines_give_the_two_commands():

@@ -138,23 +138,110 @@ def decay_mask(params: Any) -> Any:
     return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
-def _sgd(lr: optax.Schedule, *, weight_decay: float, momentum: float, nesterov: bool, **_: Any):
+def _rated(
+    build: Callable[[Any], optax.GradientTransformation], lr: optax.Schedule, inject: bool
+) -> optax.GradientTransformation:
+    """`build(lr)`, or with `inject` its learning rate as an `optax.inject_hyperparams`
+    hyperparameter in the optimiser state (see `learning_rate_of`, `set_learning_rate`)."""
+    if not inject:
+        return build(lr)
+    return optax.inject_hyperparams(lambda learning_rate: build(learning_rate))(learning_rate=lr)
+
+
+def _sgd(
+    lr: optax.Schedule,
+    *,
+    weight_decay: float,
+    momentum: float,
+    nesterov: bool,
+    inject: bool = False,
+    **_: Any,
+):
     # Coupled (L2) decay, as in the classic SGD recipes for ResNets.
+    def build(rate: Any) -> optax.GradientTransformation:
+        return optax.sgd(rate, momentum=momentum or None, nesterov=nesterov)
+
     return optax.chain(
-        optax.add_decayed_weights(weight_decay, mask=decay_mask),
-        optax.sgd(lr, momentum=momentum or None, nesterov=nesterov),
+        optax.add_decayed_weights(weight_decay, mask=decay_mask), _rated(build, lr, inject)
     )
 
 
-def _adam(lr: optax.Schedule, *, weight_decay: float, b1: float, b2: float, eps: float, **_: Any):
+def _adam(
+    lr: optax.Schedule,
+    *,
+    weight_decay: float,
+    b1: float,
+    b2: float,
+    eps: float,
+    inject: bool = False,
+    **_: Any,
+):
     return optax.chain(
         optax.add_decayed_weights(weight_decay, mask=decay_mask),
-        optax.adam(lr, b1=b1, b2=b2, eps=eps),
+        _rated(lambda rate: optax.adam(rate, b1=b1, b2=b2, eps=eps), lr, inject),
     )
 
 
-def _adamw(lr: optax.Schedule, *, weight_decay: float, b1: float, b2: float, eps: float, **_: Any):
-    return optax.adamw(lr, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, mask=decay_mask)
+def _adamw(
+    lr: optax.Schedule,
+    *,
+    weight_decay: float,
+    b1: float,
+    b2: float,
+    eps: float,
+    inject: bool = False,
+    **_: Any,
+):
+    def build(rate: Any) -> optax.GradientTransformation:
+        return optax.adamw(rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, mask=decay_mask)
+
+    return _rated(build, lr, inject)
+
+
+def _is_injected(node: Any) -> bool:
+    return isinstance(node, optax.InjectStatefulHyperparamsState)
+
+
+def _injected_states(opt_state: Any) -> list[Any]:
+    leaves = jax.tree.leaves(opt_state, is_leaf=_is_injected)
+    return [leaf for leaf in leaves if _is_injected(leaf) and "learning_rate" in leaf.hyperparams]
+
+
+def _no_learning_rate(opt_state: Any) -> ValueError:
+    return ValueError(
+        f"this optimiser state ({type(opt_state).__name__}) holds no learning rate; build the "
+        "optimiser with make_optimizer(..., inject_learning_rate=True) (or wrap yours in "
+        "optax.inject_hyperparams) to read or set it."
+    )
+
+
+def learning_rate_of(opt_state: Any) -> jax.Array:
+    """The learning rate in an optimiser state of `make_optimizer(...,
+    inject_learning_rate=True)`: the rate the last update used (with a schedule, its value
+    at that update; before the first update, the first rate)."""
+    found = _injected_states(opt_state)
+    if not found:
+        raise _no_learning_rate(opt_state)
+    return found[0].hyperparams["learning_rate"]
+
+
+def set_learning_rate(opt_state: Any, learning_rate: float) -> Any:
+    """The optimiser state with its learning rate set to `learning_rate` from the next update
+    on: an array of the same shape, dtype and sharding, so a jitted step runs on without
+    recompiling. For a constant rate (a schedule sets its own value again at every update)."""
+    if not _injected_states(opt_state):
+        raise _no_learning_rate(opt_state)
+
+    def replace(node: Any) -> Any:
+        if not (_is_injected(node) and "learning_rate" in node.hyperparams):
+            return node
+        old = node.hyperparams["learning_rate"]
+        new = jnp.asarray(learning_rate, old.dtype)
+        if isinstance(old, jax.Array) and not isinstance(old, jax.core.Tracer):
+            new = jax.device_put(new, old.sharding)
+        return node._replace(hyperparams={**node.hyperparams, "learning_rate": new})
+
+    return jax.tree.map(replace, opt_state, is_leaf=_is_injected)
 
 
 def norm_bias_labels(params: Any) -> Any:
@@ -255,8 +342,15 @@ def make_optimizer(
     batch_size: int = 1024,
     norm_bias_lr_factor: float = 1.0,
     sam_rho: float = 0.0,
+    inject_learning_rate: bool = False,
 ) -> optax.GradientTransformation:
     """Clipping (when `grad_clip_norm` > 0), then sgd | adam | adamw driven by the schedule.
+
+    `inject_learning_rate` (sgd, adam, adamw) keeps the learning rate in the optimiser state
+    (`optax.inject_hyperparams`): `learning_rate_of(state.opt_state)` reads it, and for a
+    constant rate `state.replace(opt_state=set_learning_rate(state.opt_state, 1e-4))` changes
+    it between steps without recompiling. It changes the optimiser state's structure, so a
+    checkpoint saved without it does not restore with it (and the reverse); off by default.
 
     `learning_rate` is the peak rate of `schedule` (see `make_schedule`; steps, not epochs),
     or an optax schedule of its own. `weight_decay` acts on kernels only: L2 for sgd and
@@ -290,8 +384,16 @@ def make_optimizer(
         raise ConfigError(f"learning_rate={learning_rate} must be positive.")
     else:
         lr = make_schedule(schedule, learning_rate, **schedule_options)
+    if inject_learning_rate and name == "sgd_decoupled":
+        raise ConfigError(
+            "inject_learning_rate is for sgd, adam and adamw; sgd_decoupled scales its rate "
+            "per parameter group."
+        )
+    if inject_learning_rate and schedule == "constant" and not callable(learning_rate):
+        lr = float(learning_rate)  # a number in the state, which stays as set
     tx = OPTIMIZERS[name](
         lr,
+        inject=inject_learning_rate,
         peak_learning_rate=learning_rate,
         weight_decay=weight_decay,
         momentum=momentum,

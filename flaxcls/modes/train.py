@@ -18,6 +18,7 @@ import numpy as np
 from flaxcls.config import check_config
 from flaxcls.core import metrics as metrics_lib
 from flaxcls.core import sharding
+from flaxcls.core.optim import create_learning_rate_schedule
 from flaxcls.core.steps import TrainState, eval_step, scan_steps, train_step
 from flaxcls.data import Input, on_device
 from flaxcls.data.contract import normalizing
@@ -298,6 +299,8 @@ class TrainLoop:
         steps_per_epoch = inputs.steps_per_epoch()
         self.steps_per_dispatch = steps_per_dispatch(config, mesh)
         self.eval_every = max(1, int(round(config.eval_every_epochs * steps_per_epoch)))
+        # The rate logged with the train metrics (in the config's units, for sgd_decoupled too).
+        self.schedule = create_learning_rate_schedule(config, steps_per_epoch, total_steps)
         self.is_main = jax.process_index() == 0
         self.guard = LossGuard(
             nonfinite=config.nonfinite,
@@ -448,6 +451,7 @@ class TrainLoop:
             "images_per_sec": self.window_steps * self.config.batch_size / max(elapsed, 1e-9),
             "epoch": step / self.inputs.steps_per_epoch(),
             "skipped_steps": self.guard.skipped_steps,
+            "learning_rate": float(self.schedule(max(step - 1, 0))),  # of the step's update
         }
         self.log.write_scalars(step, scalars)
         bar.set_postfix(
