@@ -277,6 +277,12 @@ def batches(
     partial batch, and `start_step` resumes the stream where an earlier one stopped. Endless
     unless `steps` or `epochs` (of `len(train) // batch_size` steps) bound it. The dataset is
     loaded here, so a bad argument fails at the call.
+
+    `train` is the training images less the held-out validation split: the option
+    `validation_fraction` (default 0.2, the last 20% of the training images, as in Keras)
+    is kept for `eval_batches(..., "validation")`, so `batches("fashion_mnist")` trains on
+    48,000 of its 60,000 images; `validation_fraction=0.0` trains on all of them. A step's
+    `loss` is summed over the batch: divide by `count` for the mean.
     """
     _check_options(batches, options, LOAD_OPTIONS)
     data = load_input(
