@@ -281,6 +281,8 @@ def main(argv: list[str]) -> None:
         sys.exit(f"error: {e}")
     except Preempted as e:  # a clean stop: the scheduler restarts the same command
         print(e, file=sys.stderr)
+        if e.signal_name == "SIGINT":  # Ctrl-C: a person stopped it, the shell hears so
+            sys.exit(130)
     finally:  # a run that failed before writing anything leaves no empty workdir behind
         for directory in new_directories:
             with contextlib.suppress(OSError):  # not empty: the run wrote something

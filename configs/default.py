@@ -114,4 +114,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.profile_steps = 0
     config.progress_bar = True
     config.compilation_cache_dir = "~/.cache/flaxcls/jax"  # empty disables JAX's disk cache
+    # resuming a checkpointed workdir with a config that differs (flaxcls/rundir/config_change.py)
+    # is refused; True goes on and records the change in WORKDIR/config_history.jsonl
+    config.allow_config_change = False
     return config

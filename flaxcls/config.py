@@ -95,7 +95,15 @@ class Each:
         return f"a list, each item {self.item.describe()}"
 
 
-Rule = Number | OneOf | Each
+@dataclasses.dataclass(frozen=True)
+class Flag:
+    """True or False, not 0 or 1."""
+
+    def requirement(self, value: Any) -> str | None:
+        return None if isinstance(value, bool) else "True or False"
+
+
+Rule = Number | OneOf | Each | Flag
 
 FRACTION = Number(0.0, 1.0, high_open=True)  # [0, 1)
 PROBABILITY = Number(0.0, 1.0)  # [0, 1]
@@ -165,6 +173,7 @@ RULES: dict[str, tuple[Rule, str]] = {
     "on_save_error": (OneOf(SAVE_ERROR_MODES), ""),
     "nonfinite": (OneOf(NONFINITE_MODES), ""),
     "best_metric": (OneOf(BEST_METRICS), ""),
+    "allow_config_change": (Flag(), "True records a changed config and resumes"),
 }
 
 _MISSING = object()

@@ -93,6 +93,7 @@ def _refuse_writes_under(directory, monkeypatch):
 def test_unwritable_checkpoints_stop_before_training_naming_the_kept_step(tmp_path, monkeypatch):
     config, workdir = trained_run(tmp_path)
     config.num_train_steps = 40
+    config.allow_config_change = True  # a longer run on the same workdir
     _refuse_writes_under(os.path.join(workdir, "checkpoints"), monkeypatch)
     with pytest.raises(CheckpointError, match="Read-only file system.*step 20 is kept as it is"):
         train_lib.train_and_evaluate(config, workdir)

@@ -50,10 +50,14 @@ def runs(tmp_path_factory):
     steps = lambda n: f"--config.num_train_steps={n}"  # noqa: E731
     ref, moved = str(tmp / "ref"), str(tmp / "moved")
     run_py(config_file, moved, steps(4), "--config.steps_per_dispatch=4", devices=8)
-    run_py(config_file, moved, steps(6), "--config.steps_per_dispatch=2", processes=2, devices=2)
+    allow = "--config.allow_config_change=True"  # a longer run on the same workdir
+    run_py(
+        config_file, moved, steps(6), allow, "--config.steps_per_dispatch=2", processes=2, devices=2
+    )
     with open(os.path.join(moved, "test_metrics.json"), encoding="utf-8") as f:
         two_process_test = json.load(f)
     config.num_train_steps = 8
+    config.allow_config_change = True
     train_lib.train_and_evaluate(config, moved)
     train_lib.train_and_evaluate(config, ref)
     return ref, moved, two_process_test, config

@@ -67,6 +67,7 @@ def test_a_resumed_run_whose_loss_explodes_stops_in_its_first_step(tmp_path, mon
     workdir = str(tmp_path / "run")
     train_lib.train_and_evaluate(config, workdir)
     config.num_train_steps = 16
+    config.allow_config_change = True  # a longer run on the same workdir
     _explode_loss_values(monkeypatch)
     with pytest.raises(
         TrainingStopped, match=r"stopped at step 9: the training loss .* step 8, is kept"

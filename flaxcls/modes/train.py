@@ -27,7 +27,7 @@ from flaxcls.errors import ConfigError
 from flaxcls.models.registry import model_source
 from flaxcls.modes.build import build_run
 from flaxcls.modes.start import class_weights, starting_state
-from flaxcls.rundir import files, writers
+from flaxcls.rundir import config_change, files, lock, writers
 from flaxcls.rundir.checkpoint import Checkpointer, describe
 from flaxcls.rundir.loss_guard import LossGuard
 from flaxcls.rundir.preemption import Preempted, PreemptionWatcher
@@ -188,6 +188,12 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, float]:
     check_config(config)
     is_main = jax.process_index() == 0
     check_workdir(workdir)
+    workdir_lock = lock.acquire(workdir) if is_main else None  # one training run per workdir
+    run_config = json.loads(config.to_json_best_effort())
+    # A model registered outside flaxcls: where it comes from, so the run stands on its own.
+    run_config["model"].update(model_source(config.model.name))
+    allow = config.get("allow_config_change", False)
+    config_change.check_config_change(workdir, run_config, allow, record=is_main)
     mesh = sharding.make_mesh()
     sharding.check_batch_size(config.batch_size, mesh)
     inputs, state, total_steps = build_run(config, mesh)
@@ -208,9 +214,6 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, float]:
         if is_main:
             print(f"resuming from step {restored.step}", flush=True)
     if is_main:
-        run_config = json.loads(config.to_json_best_effort())
-        # A model registered outside flaxcls: where it comes from, so the run stands on its own.
-        run_config["model"].update(model_source(config.model.name))
         files.save_json(os.path.join(workdir, files.CONFIG_FILE), run_config)
         files.save_json(os.path.join(workdir, files.CLASSES_FILE), list(inputs.info.class_names))
         files.write_dataset_facts(workdir, inputs)
@@ -231,6 +234,8 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, float]:
         preemption.close()
         checkpointer.close()  # waits for the last save, also when stopping on SIGTERM
         log.close()
+        if workdir_lock is not None:
+            workdir_lock.release()
     # The final weights, which the last save holds: the latest checkpoint, not the best.
     test.update(step=int(jax.device_get(state.step)), checkpoint="latest")
     if is_main:
@@ -366,7 +371,9 @@ class TrainLoop:
                 if self.preemption is not None and self.preemption.reached(step):
                     self._record()
                     self.checkpointer.save(state, loop=self.state_dict())
-                    raise Preempted(step, self.checkpointer.manager.directory)
+                    directory = self.checkpointer.manager.directory
+                    by = getattr(self.preemption, "signal_name", "SIGTERM")
+                    raise Preempted(step, directory, by)
                 if self._periodic(first, step):
                     self._record()
                     self._periodic_actions(state, first, step, bar)
