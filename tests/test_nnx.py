@@ -201,3 +201,37 @@ def test_an_nnx_instance_given_to_create_train_state_points_to_from_nnx():
         create_train_state(model, optax.adam(1e-3), jax.random.PRNGKey(0), SHAPE)
     with pytest.raises(ContractError, match="not a Flax Linen module"):
         create_train_state(object(), optax.adam(1e-3), jax.random.PRNGKey(0), SHAPE)
+
+
+def test_to_nnx_gives_an_nnx_module_that_predicts_as_flaxcls_does(nnx_state):
+    from flaxcls.core.steps import predict
+    from flaxcls.models import to_nnx
+
+    batches = _batches(3)
+    state = nnx_state
+    step = jax.jit(train_step)  # no donation: the fixture's state stays usable
+    for batch in batches[:2]:
+        state, _ = step(state, batch)
+    assert not np.allclose(state.batch_stats["bn1"]["mean"], 0.0)  # trained statistics
+    images = jnp.asarray(batches[2]["image"])
+    expected = predict(state, images)
+    fresh = NNXCNN(num_classes=3, rngs=nnx.Rngs(7))
+    fresh.eval()
+    assert not np.allclose(fresh(images), expected)  # its own initial weights differ
+    module = to_nnx(state, NNXCNN(num_classes=3, rngs=nnx.Rngs(7)))
+    module.eval()
+    np.testing.assert_allclose(module(images), expected, rtol=1e-5, atol=1e-5)
+    module.train()  # and it goes on in NNX: a training call updates its statistics
+    module(images)
+    assert not np.allclose(module.bn1.mean[...], state.batch_stats["bn1"]["mean"])
+
+
+def test_to_nnx_names_the_weights_that_do_not_fit(nnx_state):
+    from flaxcls.models import to_nnx
+
+    with pytest.raises(ValueError, match=r"head/kernel has shape \(16, 3\), the module \(16, 4\)"):
+        to_nnx(nnx_state, NNXCNN(num_classes=4, rngs=nnx.Rngs(0)))
+    variables = nnx_state.weights()
+    del variables["params"]["conv1"]
+    with pytest.raises(ValueError, match="missing conv1/bias"):
+        to_nnx(variables, NNXCNN(num_classes=3, rngs=nnx.Rngs(0)))

@@ -10,6 +10,9 @@ and export take it as they take any Linen model. Register it to train it with `r
 
 The NNX module is built with the keyword arguments given here plus `rngs=nnx.Rngs(...)`; a
 registered one receives the library-wide `num_classes`, `dtype`, `dropout_rate` and `axis_name`.
+
+Back the other way, `to_nnx(state, MyModule(num_classes=10, rngs=nnx.Rngs(0)))` puts a trained
+flaxcls state's `params` and `batch_stats` into the NNX module, to continue in NNX.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 
 import jax
 from flax import nnx
-from flax.core import FrozenDict
+from flax.core import FrozenDict, meta, unfreeze
 from flax.nnx import bridge
 
 
@@ -66,3 +69,50 @@ def from_nnx(nnx_class: Callable[..., nnx.Module], **kwargs: Any) -> NNXClassifi
             f"instance: from_nnx({type(nnx_class).__name__}, ...)."
         )
     return NNXClassifier(nnx_class, kwargs=FrozenDict(kwargs))
+
+
+def _shapes(state: Any) -> dict[tuple, tuple]:
+    return {path: jax.numpy.shape(v) for path, v in nnx.traversals.flatten_mapping(state).items()}
+
+
+def to_nnx(state_or_variables: Any, module: nnx.Module) -> nnx.Module:
+    """Puts a flaxcls state's weights into `module`, an NNX module of the class that `from_nnx`
+    was given, built with the same keyword arguments plus `rngs`; returns `module`.
+
+    A `TrainState` gives the weights evaluation and `predict` use (its moving average `ema`
+    when it keeps one); a {'params', 'batch_stats'} dict is taken as it is. Every `nnx.Param`
+    and `nnx.BatchStat` of `module` must be there with its shape, and nothing else, or a
+    ValueError names the paths. The module stays in training mode, as NNX builds it: call
+    `module.eval()` (or `nnx.view(module, deterministic=True, use_running_average=True)`) to
+    predict as flaxcls does.
+    """
+    variables = state_or_variables
+    if hasattr(variables, "weights"):  # a TrainState (models import nothing of core)
+        ema = getattr(variables, "ema", None)
+        variables = ema if ema is not None else variables.weights()
+    collections = [
+        jax.tree.map(
+            lambda x: x.unbox() if isinstance(x, meta.AxisMetadata) else x,
+            unfreeze(v),
+            is_leaf=lambda x: isinstance(x, meta.AxisMetadata),
+        )
+        for v in dict(variables).values()
+        if v  # an empty batch_stats
+    ]
+    incoming = nnx.merge_state(*collections) if collections else nnx.State({})
+    expected = _shapes(nnx.state(module, nnx.Any(nnx.Param, nnx.BatchStat)))
+    got = _shapes(incoming)
+    problems = [f"missing {'/'.join(map(str, p))}" for p in expected if p not in got]
+    problems += [f"unknown {'/'.join(map(str, p))}" for p in got if p not in expected]
+    problems += [
+        f"{'/'.join(map(str, p))} has shape {got[p]}, the module {shape}"
+        for p, shape in expected.items()
+        if p in got and got[p] != shape
+    ]
+    if problems:
+        raise ValueError(
+            f"the weights do not fit {type(module).__name__}: {'; '.join(problems)}. Build it "
+            "with the keyword arguments given to from_nnx."
+        )
+    nnx.update(module, incoming)
+    return module
