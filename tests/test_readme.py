@@ -50,6 +50,8 @@ def test_every_python_block_runs_in_order_as_pasted():
     assert "jit devices 8 kernel P(None, None, 'data', None)" in out
     assert "jit train count 64" in out
     assert "resumed at step 3 after epoch 2" in out and "learning rate 0.001" in out
+    assert "same logits True" in out and "nnx loop {'loss'" in out
+    assert "checkpoint 10 10" in out and "hooks [(4, " in out
 
 
 def test_first_lines_give_the_two_commands():

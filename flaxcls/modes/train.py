@@ -25,6 +25,7 @@ from flaxcls.data.contract import normalizing
 from flaxcls.data.in_step import build_step_augment
 from flaxcls.errors import ConfigError
 from flaxcls.models.registry import model_source
+from flaxcls.modes import callbacks as callbacks_lib
 from flaxcls.modes.build import build_run
 from flaxcls.modes.start import class_weights, starting_state
 from flaxcls.rundir import config_change, files, lock, writers
@@ -133,6 +134,7 @@ class RunOutputs:
     log: MetricsLog
     preemption: PreemptionWatcher | None = None
     profile_dir: str = ""
+    callbacks: tuple = ()  # hooks called on the main process (flaxcls.modes.callbacks)
 
 
 def unroll_blocks(state: TrainState, inputs: Input, mesh) -> bool:
@@ -179,9 +181,11 @@ def check_workdir(workdir: str) -> None:
         ) from None
 
 
-def train_and_evaluate(config: Any, workdir: str) -> dict[str, float]:
+def train_and_evaluate(config: Any, workdir: str, callbacks: Any = ()) -> dict[str, float]:
     """Trains `config` in `workdir` (resuming from its latest checkpoint) and tests the result.
 
+    `callbacks`: objects with any of `on_log`, `on_eval`, `on_checkpoint` (see
+    `flaxcls.modes.callbacks`), called on the main process with host values.
     Returns the test-set metrics, also written to WORKDIR/test_metrics.json.
     """
     setup_compilation_cache(config.compilation_cache_dir)
@@ -220,7 +224,8 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, float]:
     log = MetricsLog(workdir, is_main_process=is_main)
     steps = compile_steps(config, mesh, state, inputs)
     preemption = PreemptionWatcher()
-    outputs = RunOutputs(checkpointer, log, preemption, os.path.join(workdir, "profile"))
+    profile_dir = os.path.join(workdir, "profile")
+    outputs = RunOutputs(checkpointer, log, preemption, profile_dir, tuple(callbacks))
     loop = TrainLoop(config, inputs, mesh, steps, outputs, total_steps)
     if is_main and config.steps_per_dispatch == 0:
         platform = mesh.devices.flat[0].platform
@@ -307,6 +312,7 @@ class TrainLoop:
         # The rate logged with the train metrics (in the config's units, for sgd_decoupled too).
         self.schedule = create_learning_rate_schedule(config, steps_per_epoch, total_steps)
         self.is_main = jax.process_index() == 0
+        self.callbacks = outputs.callbacks if self.is_main else ()
         self.guard = LossGuard(
             nonfinite=config.nonfinite,
             max_consecutive_skips=config.max_consecutive_skips,
@@ -427,10 +433,15 @@ class TrainLoop:
             if val:
                 metrics = {f"val_{k}": val[k] for k in ("loss", "accuracy", "top5_accuracy")}
                 self._track_best(metrics[self.config.best_metric])
-            self.checkpointer.save(state, metrics, loop=self.state_dict())
+            self._save(state, step, metrics)
         elif self._due(first, step, self.config.checkpoint_every_steps):
-            self.checkpointer.save(state, loop=self.state_dict())
+            self._save(state, step)
         self.window_start = time.perf_counter()  # throughput leaves validation and saves out
+
+    def _save(self, state: TrainState, step: int, metrics: dict | None = None) -> None:
+        self.checkpointer.save(state, metrics, loop=self.state_dict())
+        path = os.path.join(self.checkpointer.directory, str(step))
+        callbacks_lib.call(self.callbacks, "on_checkpoint", step, path)
 
     def _track_best(self, value: float) -> None:
         if metrics_lib.improves(self.config.best_metric, value, self.best_value):
@@ -445,6 +456,8 @@ class TrainLoop:
             return None
         val = evaluate(self.steps.evaluate, state, self.inputs, "validation", self.mesh)
         self.log.write_scalars(step, {f"val_{k}": v for k, v in val.items()})
+        val_floats = {f"val_{k}": float(v) for k, v in val.items()}
+        callbacks_lib.call(self.callbacks, "on_eval", step, val_floats)
         if self.is_main:
             bar.write(f"step {step}: val_accuracy {val['accuracy']:.4f} val_loss {val['loss']:.4f}")
         return val
@@ -461,6 +474,8 @@ class TrainLoop:
             "learning_rate": float(self.schedule(max(step - 1, 0))),  # of the step's update
         }
         self.log.write_scalars(step, scalars)
+        log_floats = {k: float(v) for k, v in scalars.items()}
+        callbacks_lib.call(self.callbacks, "on_log", step, log_floats)
         bar.set_postfix(
             loss=f"{scalars['train_loss']:.4f}",
             acc=f"{scalars['train_accuracy']:.4f}",
