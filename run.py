@@ -284,6 +284,10 @@ def main(argv: list[str]) -> None:
         if e.signal_name == "SIGINT":  # Ctrl-C: a person stopped it, the shell hears so
             sys.exit(130)
     finally:  # a run that failed before writing anything leaves no empty workdir behind
+        if new_directories:
+            from flaxcls.rundir import lock
+
+            lock.remove_if_alone(workdir)
         for directory in new_directories:
             with contextlib.suppress(OSError):  # not empty: the run wrote something
                 os.rmdir(directory)

@@ -89,3 +89,20 @@ def acquire(workdir: str) -> WorkdirLock | None:
     os.write(fd, json.dumps(info).encode())
     lock = _held[key] = WorkdirLock(path, fd)
     return lock
+
+
+def remove_if_alone(workdir: str) -> None:
+    """Releases this process's lock of `workdir` and removes the lock file when it is all the
+    workdir holds: a run that failed before writing anything leaves no workdir behind."""
+    key = os.path.realpath(workdir)
+    try:
+        if os.listdir(key) != [LOCK_FILE]:
+            return
+    except OSError:
+        return
+    if key in _held:
+        _held[key].release()
+    try:
+        os.remove(os.path.join(key, LOCK_FILE))
+    except OSError:
+        pass
