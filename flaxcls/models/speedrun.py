@@ -21,6 +21,7 @@ the 3x3 maps that 32x32 and 28x28 inputs reach.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,10 +38,7 @@ BN_EPSILON = 1e-12
 def torch_uniform(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.float32) -> jax.Array:
     """torch's default for Conv2d and Linear weights: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), with
     fan_in every axis but the last (HWIO kernels, (in, out) dense kernels)."""
-    fan_in = 1
-    for d in shape[:-1]:
-        fan_in *= d
-    bound = 1.0 / fan_in**0.5
+    bound = 1.0 / math.prod(shape[:-1]) ** 0.5
     return jax.random.uniform(key, shape, dtype, -bound, bound)
 
 
